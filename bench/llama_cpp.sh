@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Language-model speed of percept next to llama.cpp's, on the same GGUF file, the same
+# machine and the same thread counts, run alternately in one go.
+#
+#   bench/llama_cpp.sh [THREADS...]        (default: 1 2)
+#
+# llama.cpp is built once from the llama-cpp-python sdist (which vendors it), fetched with
+# pip, into $PERCEPT_BENCH_CACHE (default ~/.cache/percept-bench). Needs cmake and a C++
+# compiler (Debian: apt-get install cmake g++).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=("$@")
+[ ${#threads[@]} -gt 0 ] || threads=(1 2)
+rounds=${ROUNDS:-3}
+cache=${PERCEPT_BENCH_CACHE:-$HOME/.cache/percept-bench}
+bench_bin=$cache/llama.cpp/build/bin/llama-bench
+
+if [ ! -x "$bench_bin" ]; then
+  command -v cmake >/dev/null || { echo "cmake is needed: apt-get install cmake g++" >&2; exit 1; }
+  mkdir -p "$cache/sdist"
+  ls "$cache"/sdist/llama_cpp_python-*.tar.gz >/dev/null 2>&1 ||
+    python3 -m pip download --no-deps --no-binary=llama-cpp-python llama-cpp-python -d "$cache/sdist"
+  sdist=$(ls "$cache"/sdist/llama_cpp_python-*.tar.gz | head -1)
+  rm -rf "$cache/src" && mkdir -p "$cache/src"
+  tar -xzf "$sdist" -C "$cache/src"
+  rm -rf "$cache/llama.cpp" && mv "$cache"/src/*/vendor/llama.cpp "$cache/llama.cpp"
+  cmake -S "$cache/llama.cpp" -B "$cache/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >&2
+  cmake --build "$cache/llama.cpp/build" --target llama-bench -j "$(nproc)" >&2
+fi
+
+cargo build --release --quiet
+target=${CARGO_TARGET_DIR:-target}
+percept=$target/release/percept
+model=$("$percept" models list --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["path"])')
+[ -f "$model" ] || { echo "model missing: run percept models pull" >&2; exit 1; }
+
+out=$(mktemp)
+for t in "${threads[@]}"; do
+  for r in $(seq "$rounds"); do
+    # Alternate which runs first, so drift in the machine's state hits both alike.
+    if (( r % 2 )); then order="llama percept"; else order="percept llama"; fi
+    for who in $order; do
+      if [ "$who" = llama ]; then
+        "$bench_bin" -m "$model" -p 64 -n 64 -t "$t" -r 3 -o jsonl 2>/dev/null |
+          python3 -c "
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    test = 'pp' if r['n_prompt'] else 'tg'
+    print('llama.cpp', $t, test, r['avg_ts'])" >>"$out"
+      else
+        "$percept" bench llm -p 64 -n 64 -r 3 --threads "$t" --json 2>/dev/null |
+          python3 -c "
+import json, sys
+r = json.loads(sys.stdin.read())
+print('percept', $t, 'pp', r['prompt_tok_s'])
+print('percept', $t, 'tg', r['gen_tok_s'])" >>"$out"
+      fi
+    done
+  done
+done
+
+python3 - "$out" <<'PY'
+import sys, statistics as st
+rows = [l.split() for l in open(sys.argv[1])]
+res = {}
+for who, t, test, v in rows:
+    res.setdefault((int(t), test), {}).setdefault(who, []).append(float(v))
+print(f"{'threads':>7} {'test':>5} {'llama.cpp tok/s':>16} {'percept tok/s':>14} {'ratio':>6}")
+for (t, test), d in sorted(res.items()):
+    l, p = st.mean(d['llama.cpp']), st.mean(d['percept'])
+    name = 'pp64' if test == 'pp' else 'tg64'
+    print(f"{t:>7} {name:>5} {l:>16.1f} {p:>14.1f} {p / l:>6.2f}")
+PY
+rm -f "$out"

@@ -1,0 +1,1 @@
+//! Vision and audio encoders. Filled by the vision and audio issues.

@@ -1,0 +1,1 @@
+//! Projectors from encoder outputs to LM prefix embeddings. Filled by the vision issue.

@@ -1,0 +1,383 @@
+//! The Llama architecture (Touvron et al. 2023) as llama.cpp runs it on GGUF weights:
+//! pre-norm decoder blocks of RMSNorm, grouped-query attention with rotary position
+//! embedding and a KV cache, and a SwiGLU feed-forward; the LM head may be tied to the
+//! token embedding.
+//!
+//! ```text
+//! h = embed(tokens)                       (or raw embedding rows from an encoder)
+//! for each block:
+//!     h = h + Wo · Attention(RoPE(Wq·n), RoPE(Wk·n), Wv·n)   with n = RMSNorm(h)
+//!     h = h + Wdown · (silu(Wgate·n) ⊙ Wup·n)                with n = RMSNorm(h)
+//! logits = Whead · RMSNorm(h)
+//! ```
+
+use std::sync::Arc;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::linear::{QuantLinear, QuantLinearConfig};
+use crate::quant::GgmlType;
+use crate::quant_matmul::QuantMatrix;
+
+/// Hyper-parameters of a Llama model.
+#[derive(Config, Debug)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+    pub context_length: usize,
+    #[config(default = 10000.0)]
+    pub rope_base: f64,
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// A model of zeros with this shape, to be filled by a loader.
+    pub fn init(&self, device: &Device) -> Llama {
+        Llama {
+            embedding: TokenEmbedding::zeros(self.vocab_size, self.d_model),
+            blocks: (0..self.n_layers).map(|_| self.init_block(device)).collect(),
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device),
+            lm_head: QuantLinearConfig::new(self.d_model, self.vocab_size).init(device),
+            rope: RotaryConfig::new(self.head_dim(), self.context_length)
+                .with_base(self.rope_base)
+                .init(device),
+        }
+    }
+
+    pub(crate) fn init_block(&self, device: &Device) -> Block {
+        let (d, hd) = (self.d_model, self.head_dim());
+        let lin = |i, o| QuantLinearConfig::new(i, o).init(device);
+        let norm = || RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        Block {
+            attn_norm: norm(),
+            attn: Attention {
+                wq: lin(d, self.n_heads * hd),
+                wk: lin(d, self.n_kv_heads * hd),
+                wv: lin(d, self.n_kv_heads * hd),
+                wo: lin(self.n_heads * hd, d),
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_kv_heads,
+            },
+            ffn_norm: norm(),
+            ffn: FeedForward {
+                gate: lin(d, self.d_ff),
+                up: lin(d, self.d_ff),
+                down: lin(self.d_ff, d),
+            },
+        }
+    }
+}
+
+/// The token embedding table, kept in its GGUF blocks: a lookup dequantizes only the
+/// rows it needs, so a 49k-row table costs its quantized size in memory.
+#[derive(Debug, Clone)]
+pub struct TokenEmbedding {
+    table: QuantMatrix,
+}
+
+impl TokenEmbedding {
+    /// `table` is `[vocab_size, d_model]`.
+    pub fn new(table: QuantMatrix) -> Self {
+        TokenEmbedding { table }
+    }
+
+    fn zeros(vocab_size: usize, d_model: usize) -> Self {
+        let kind = GgmlType::F32;
+        let bytes = vec![0u8; kind.bytes_for(vocab_size * d_model)];
+        Self::new(QuantMatrix::new(kind, vocab_size, d_model, Arc::new(bytes), 0))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.table.rows()
+    }
+
+    pub fn d_model(&self) -> usize {
+        self.table.cols()
+    }
+
+    /// The table itself (the tied LM head multiplies by it).
+    pub fn table(&self) -> &QuantMatrix {
+        &self.table
+    }
+
+    /// The embedding rows of `ids`, concatenated (`ids.len() * d_model` values).
+    /// Ids must be below `vocab_size` (the caller checks input from outside).
+    pub fn lookup(&self, ids: &[u32]) -> Vec<f32> {
+        self.table.dequantize_rows(ids)
+    }
+}
+
+/// Configuration of [`Rotary`] position embedding.
+#[derive(Config, Debug)]
+pub struct RotaryConfig {
+    pub head_dim: usize,
+    pub max_positions: usize,
+    #[config(default = 10000.0)]
+    pub base: f64,
+}
+
+impl RotaryConfig {
+    /// Precomputes `cos(p θ_i)` and `sin(p θ_i)` with `θ_i = base^(-2i/head_dim)`.
+    pub fn init(&self, device: &Device) -> Rotary {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(self.max_positions * half);
+        let mut sin = Vec::with_capacity(self.max_positions * half);
+        for p in 0..self.max_positions {
+            for i in 0..half {
+                let theta = self.base.powf(-2.0 * i as f64 / self.head_dim as f64);
+                let angle = p as f64 * theta;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let table = |v| Tensor::from_data(TensorData::new(v, [self.max_positions, half]), device);
+        Rotary {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+}
+
+/// Rotary position embedding in llama.cpp's "normal" mode, the one it applies to GGUF
+/// llama weights (whose Q and K rows the converter permuted for it): each adjacent pair
+/// `(x[2i], x[2i+1])` is rotated by the angle `p θ_i`.
+#[derive(Module, Debug)]
+pub struct Rotary {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rotary {
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// `[x0, x1] -> [x0 cos - x1 sin, x0 sin + x1 cos]` per pair, at positions
+    /// `start..start + seq`.
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq, heads, head_dim]`
+    /// - output: `[batch, seq, heads, head_dim]`
+    pub fn forward(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [b, t, h, hd] = x.dims();
+        let half = hd / 2;
+        let pairs = x.reshape([b, t, h, half, 2]);
+        let x0 = pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]);
+        let x1 = pairs.narrow(4, 1, 1).reshape([b, t, h, half]);
+        let cos = self.cos.clone().narrow(0, start, t).reshape([1, t, 1, half]);
+        let sin = self.sin.clone().narrow(0, start, t).reshape([1, t, 1, half]);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, t, h, hd])
+    }
+}
+
+/// Keys and values of every position seen so far, per block.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position from `len` on, keeping a shared prefix (a system prompt)
+    /// for the next request.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for layer in &mut self.layers {
+            *layer = layer
+                .take()
+                .filter(|_| len > 0)
+                .map(|(k, v)| (k.narrow(2, 0, len), v.narrow(2, 0, len)));
+        }
+        self.len = len;
+    }
+
+    /// Appends a block's new keys and values and returns all of them.
+    fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
+        }
+        let kv = match self.layers[layer].take() {
+            None => (k, v),
+            Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
+        };
+        self.layers[layer] = Some(kv.clone());
+        kv
+    }
+}
+
+/// Grouped-query self-attention: `n_heads` query heads share `n_kv_heads` key/value
+/// heads, query head `h` reading key/value head `h / (n_heads / n_kv_heads)`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub wq: QuantLinear,
+    pub wk: QuantLinear,
+    pub wv: QuantLinear,
+    pub wo: QuantLinear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+}
+
+impl Attention {
+    /// `softmax(Q Kᵀ / √d + causal mask) V`, then the output projection. Appends this
+    /// call's keys and values to `cache` (whose length is the position of `x`'s first row).
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rotary,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let start = cache.len();
+        let (nh, nkv) = (self.n_heads, self.n_kv_heads);
+        let hd = self.wq.d_output / nh;
+        let heads = |y: Tensor<3>, n| y.reshape([b, t, n, hd]);
+        let q = rope.forward(heads(self.wq.forward(x.clone()), nh), start);
+        let k = rope.forward(heads(self.wk.forward(x.clone()), nkv), start);
+        let v = heads(self.wv.forward(x), nkv);
+        let (k, v) = cache.append(layer, k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let total = k.dims()[2];
+        let group = |kv: Tensor<4>| {
+            kv.unsqueeze_dim::<5>(2)
+                .expand([b, nkv, nh / nkv, total, hd])
+                .reshape([b, nh, total, hd])
+        };
+        let q = q.swap_dims(1, 2);
+        let mut scores = q.matmul(group(k).swap_dims(2, 3)) / (hd as f64).sqrt();
+        if t > 1 {
+            let mask = causal_mask(t, start, &scores.device()).reshape([1, 1, t, total]);
+            scores = scores + mask;
+        }
+        let out = softmax(scores, 3).matmul(group(v));
+        self.wo.forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
+    }
+}
+
+/// `0` where query `i` (at position `start + i`) may see key `j`, `-inf` where `j` is in
+/// its future. Shape `[t, start + t]`.
+fn causal_mask(t: usize, start: usize, device: &Device) -> Tensor<2> {
+    let total = start + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_data(TensorData::new(mask, [t, total]), device)
+}
+
+/// SwiGLU feed-forward network.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    pub gate: QuantLinear,
+    pub up: QuantLinear,
+    pub down: QuantLinear,
+}
+
+impl FeedForward {
+    /// `Wdown (silu(Wgate x) ⊙ Wup x)`
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down
+            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub attn_norm: RmsNorm,
+    pub attn: Attention,
+    pub ffn_norm: RmsNorm,
+    pub ffn: FeedForward,
+}
+
+impl Block {
+    /// `h = x + Attn(RMSNorm(x)); h + FFN(RMSNorm(h))`
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<3>, rope: &Rotary, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), rope, cache, layer);
+        h.clone() + self.ffn.forward(self.ffn_norm.forward(h))
+    }
+}
+
+/// The whole decoder.
+#[derive(Module, Debug)]
+pub struct Llama {
+    #[module(skip)]
+    pub embedding: TokenEmbedding,
+    pub blocks: Vec<Block>,
+    pub norm: RmsNorm,
+    pub lm_head: QuantLinear,
+    pub rope: Rotary,
+}
+
+impl Llama {
+    pub fn d_model(&self) -> usize {
+        self.embedding.d_model()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embedding.vocab_size()
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.rope.max_positions()
+    }
+
+    /// Runs new positions (already embedded) through the decoder after those in `cache`,
+    /// appends their keys and values to it, and returns the logits of the last position.
+    ///
+    /// # Shapes
+    /// - input: `[1, seq, d_model]`
+    /// - output: `[1, vocab_size]`
+    pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        let [b, t, d] = x.dims();
+        let mut h = x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward(h, &self.rope, cache, i);
+        }
+        cache.len += t;
+        let last = h.narrow(1, t - 1, 1).reshape([b, d]);
+        self.lm_head.forward(self.norm.forward(last))
+    }
+}

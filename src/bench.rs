@@ -1,0 +1,113 @@
+//! `percept bench ...`: speed measurements, shaped like llama.cpp's llama-bench so the two
+//! can be run side by side (`bench/llama_cpp.sh`).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use llm::{Segment, Session};
+
+use crate::ModelArgs;
+use crate::llm_cmd;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Prompt processing and decode speed of the language model, in tokens per second.
+    Llm(LlmBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LlmBenchArgs {
+    /// Prompt length in tokens (llama-bench -p).
+    #[arg(short = 'p', long, default_value_t = 64)]
+    pub prompt: usize,
+    /// Tokens generated one at a time (llama-bench -n).
+    #[arg(short = 'n', long = "gen", default_value_t = 64)]
+    pub generate: usize,
+    /// Timed repetitions after one warm-up (llama-bench -r).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Llm(args) => llm(args),
+    }
+}
+
+/// Deterministic ordinary (non-special) token ids, as llama-bench feeds random tokens.
+fn bench_tokens(n: usize, vocab: usize, skip: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let id = (state % vocab as u64) as u32;
+        if !skip(id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn llm(args: LlmBenchArgs) -> Result<()> {
+    let llm = llm_cmd::load(&args.model)?;
+    let vocab = llm.model.vocab_size();
+    let tokens = bench_tokens(args.prompt.max(args.generate), vocab, |id| llm.tokenizer.is_special(id));
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for rep in 0..=args.reps {
+        let started = Instant::now();
+        if args.prompt > 0 {
+            llm.prefill(&mut Session::new(), &[Segment::Tokens(tokens[..args.prompt].to_vec())])?;
+        }
+        let pp_s = started.elapsed().as_secs_f64();
+
+        let mut session = Session::new();
+        let started = Instant::now();
+        for &id in &tokens[..args.generate] {
+            llm.prefill(&mut session, &[Segment::Tokens(vec![id])])?;
+        }
+        let tg_s = started.elapsed().as_secs_f64();
+        // Repetition 0 warms caches and the allocator; it is not counted.
+        if rep > 0 {
+            pp.push(args.prompt as f64 / pp_s);
+            tg.push(args.generate as f64 / tg_s);
+        }
+    }
+    let (pp_mean, pp_sd) = mean_sd(&pp);
+    let (tg_mean, tg_sd) = mean_sd(&tg);
+    let threads = rayon::current_num_threads();
+    if args.json {
+        let v = serde_json::json!({
+            "device": format!("{:?}", args.model.device).to_lowercase(),
+            "threads": threads,
+            "prompt_tokens": args.prompt, "prompt_tok_s": pp_mean, "prompt_tok_s_sd": pp_sd,
+            "gen_tokens": args.generate, "gen_tok_s": tg_mean, "gen_tok_s_sd": tg_sd,
+            "reps": args.reps,
+        });
+        println!("{v}");
+    } else {
+        let dev = format!("{:?}", args.model.device).to_lowercase();
+        println!("| device | threads | test   | tok/s            |");
+        println!("| {dev:<6} | {threads:>7} | pp{:<4} | {pp_mean:>8.2} ± {pp_sd:<5.2} |", args.prompt);
+        println!("| {dev:<6} | {threads:>7} | tg{:<4} | {tg_mean:>8.2} ± {tg_sd:<5.2} |", args.generate);
+    }
+    Ok(())
+}
+
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}

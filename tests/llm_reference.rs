@@ -1,0 +1,195 @@
+//! The language model against llama.cpp's own outputs on the same GGUF file (figures copied
+//! into `fixtures/reference/smollm2-135m-q4_1/`, see its README): tokenization, logits after
+//! a chat prompt, and greedy decoding.
+//!
+//! Needs the model in the cache (`percept models pull`, which the README's test command runs).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use llm::{GenerateParams, Llm, Message, Role, SamplingParams, Segment, Session};
+
+fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/smollm2-135m-q4_1")
+}
+
+fn read_ref(name: &str) -> String {
+    std::fs::read_to_string(reference_dir().join(name)).unwrap()
+}
+
+fn model_path() -> PathBuf {
+    percept::models::require("smollm2-135m-instruct").expect("the model is needed for this test")
+}
+
+fn flex_model() -> &'static Llm {
+    static LLM: OnceLock<Llm> = OnceLock::new();
+    LLM.get_or_init(|| Llm::load(model_path(), &Device::flex(), |_, _| {}).unwrap())
+}
+
+/// The value after `key` on its line of a reference text file.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("no {key} in reference"))
+}
+
+fn ids(text: &str, key: &str) -> Vec<u32> {
+    field(text, key).split_whitespace().map(|t| t.parse().unwrap()).collect()
+}
+
+/// `id:logit` pairs.
+fn pairs(s: &str) -> Vec<(u32, f32)> {
+    s.split_whitespace()
+        .map(|p| {
+            let (id, l) = p.split_once(':').unwrap();
+            (id.parse().unwrap(), l.parse().unwrap())
+        })
+        .collect()
+}
+
+fn reference_logits(name: &str) -> Vec<f32> {
+    std::fs::read(reference_dir().join(name))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn top(logits: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(n);
+    order
+}
+
+#[test]
+fn chat_template_renders_the_reference_prompt() {
+    let llm = flex_model();
+    let prompt = llm
+        .chat_prompt(&[Message::new(Role::User, "What is the capital of France?")])
+        .unwrap();
+    assert_eq!(prompt, read_ref("chat_prompt.txt"));
+}
+
+#[test]
+fn tokenization_matches_llama_cpp() {
+    let tok = &flex_model().tokenizer;
+    let chat = read_ref("chat_prompt.txt");
+    let expected = ids(&read_ref("greedy_chat.txt"), "PROMPT_IDS");
+    assert_eq!(expected.len(), 37);
+    assert_eq!(tok.encode(&chat, true).unwrap(), expected);
+    // The plain sentence of the reference README.
+    assert_eq!(
+        tok.encode("The capital of France is Paris. Hello, world! 12345", true).unwrap(),
+        vec![504, 3575, 282, 4649, 314, 7042, 30, 38699, 28, 905, 17, 216, 33, 34, 35, 36, 37]
+    );
+    assert_eq!(tok.decode(&expected), chat);
+}
+
+/// llama.cpp's top-10 and ours share at least 8 ids, and each of llama.cpp's top-10 logits
+/// is within 0.5 of ours for the same id.
+fn assert_logits_match(ours: &[f32], reference: &[f32]) {
+    assert_eq!(ours.len(), reference.len());
+    let (a, b) = (top(ours, 10), top(reference, 10));
+    let shared = a.iter().collect::<HashSet<_>>().intersection(&b.iter().collect()).count();
+    assert!(shared >= 8, "top-10 sets share {shared}: ours {a:?}, llama.cpp {b:?}");
+    for &id in &b {
+        let diff = (ours[id] - reference[id]).abs();
+        assert!(diff <= 0.5, "token {id}: ours {} vs llama.cpp {} ({diff})", ours[id], reference[id]);
+    }
+}
+
+#[test]
+fn chat_prompt_logits_match_llama_cpp_on_flex() {
+    let ours = flex_model().logits(&read_ref("chat_prompt.txt")).unwrap();
+    let reference = reference_logits("logits_chat_prompt.f32le");
+    // The figures file agrees with the raw logits file.
+    let listed = pairs(field(&read_ref("greedy_chat.txt"), "TOP10_AFTER_PROMPT"));
+    assert_eq!(listed.iter().map(|p| p.0 as usize).collect::<Vec<_>>(), top(&reference, 10));
+    assert_logits_match(&ours, &reference);
+}
+
+#[test]
+fn chat_prompt_logits_match_llama_cpp_on_ndarray() {
+    #[allow(deprecated)]
+    let llm = Llm::load(model_path(), &Device::ndarray(), |_, _| {}).unwrap();
+    let ours = llm.logits(&read_ref("chat_prompt.txt")).unwrap();
+    assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"));
+}
+
+#[test]
+fn plain_prompt_logits_match_llama_cpp() {
+    let ours = flex_model().logits("The capital of France is").unwrap();
+    assert_logits_match(&ours, &reference_logits("logits_plain_prompt.f32le"));
+}
+
+#[test]
+fn greedy_decoding_matches_llama_cpp_up_to_the_first_near_tie() {
+    let reference = read_ref("greedy_plain.txt");
+    let expected = ids(&reference, "GEN_IDS");
+    // Compare only up to the first step where llama.cpp's own top-2 margin is under 0.15.
+    let limit = (0..expected.len())
+        .find(|&s| {
+            let top5 = pairs(field(&reference, &format!("STEP {s} top5")));
+            top5[0].1 - top5[1].1 < 0.15
+        })
+        .unwrap_or(expected.len());
+    assert!(limit >= 10, "the reference allows only {limit} steps");
+    let llm = flex_model();
+    let prompt = ids(&reference, "PROMPT_IDS");
+    let params = GenerateParams {
+        max_tokens: limit,
+        sampling: SamplingParams::greedy(),
+        stop: Vec::new(),
+    };
+    let generation = llm
+        .generate(&mut Session::new(), &[Segment::Tokens(prompt)], &params, |_| {})
+        .unwrap();
+    assert_eq!(generation.tokens, expected[..limit]);
+    assert!(generation.text.starts_with(" Paris."), "{:?}", generation.text);
+}
+
+#[test]
+fn embedding_segments_equal_their_tokens() {
+    // Feeding a token's embedding row must give the same logits as feeding the token:
+    // this is the path fusion uses for encoder outputs.
+    let llm = flex_model();
+    let ids = llm.tokenizer.encode("The capital of France is", false).unwrap();
+    let by_tokens = llm.prefill(&mut Session::new(), &[Segment::Tokens(ids.clone())]).unwrap();
+    let rows = llm.model.embedding.lookup(&ids[2..]);
+    let mixed = llm
+        .prefill(&mut Session::new(), &[Segment::Tokens(ids[..2].to_vec()), Segment::Embeddings(rows)])
+        .unwrap();
+    let max_diff = by_tokens.iter().zip(&mixed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-3, "max difference {max_diff}");
+}
+
+#[test]
+fn kv_cache_prefix_reuse_gives_the_same_logits() {
+    let llm = flex_model();
+    let ids = llm.tokenizer.encode("The capital of France is", false).unwrap();
+    let whole = llm.prefill(&mut Session::new(), &[Segment::Tokens(ids.clone())]).unwrap();
+    let mut session = Session::new();
+    llm.prefill(&mut session, &[Segment::Tokens(ids[..3].to_vec())]).unwrap();
+    llm.prefill(&mut session, &[Segment::Tokens(vec![999, 1000])]).unwrap();
+    session.cache.truncate(3);
+    let resumed = llm.prefill(&mut session, &[Segment::Tokens(ids[3..].to_vec())]).unwrap();
+    let max_diff = whole.iter().zip(&resumed).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-3, "max difference {max_diff}");
+}
+
+#[test]
+fn bad_prompts_are_clear_errors() {
+    let llm = flex_model();
+    let err = llm.prefill(&mut Session::new(), &[Segment::Tokens(vec![49152])]).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    let err = llm.prefill(&mut Session::new(), &[Segment::Embeddings(vec![0.0; 100])]).unwrap_err();
+    assert!(err.to_string().contains("width 576"), "{err}");
+    let err = llm.prefill(&mut Session::new(), &[]).unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let too_long = vec![504; llm.model.context_length() + 1];
+    let err = llm.prefill(&mut Session::new(), &[Segment::Tokens(too_long)]).unwrap_err();
+    assert!(err.to_string().contains("context holds 8192"), "{err}");
+}
