@@ -59,13 +59,18 @@ fn bench_tokens(n: usize, vocab: usize, skip: impl Fn(u32) -> bool) -> Vec<u32> 
 fn llm(args: LlmBenchArgs) -> Result<()> {
     let llm = llm_cmd::load(&args.model)?;
     let vocab = llm.model.vocab_size();
-    let tokens = bench_tokens(args.prompt.max(args.generate), vocab, |id| llm.tokenizer.is_special(id));
+    let tokens = bench_tokens(args.prompt.max(args.generate), vocab, |id| {
+        llm.tokenizer.is_special(id)
+    });
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for rep in 0..=args.reps {
         let started = Instant::now();
         if args.prompt > 0 {
-            llm.prefill(&mut Session::new(), &[Segment::Tokens(tokens[..args.prompt].to_vec())])?;
+            llm.prefill(
+                &mut Session::new(),
+                &[Segment::Tokens(tokens[..args.prompt].to_vec())],
+            )?;
         }
         let pp_s = started.elapsed().as_secs_f64();
 
@@ -96,8 +101,14 @@ fn llm(args: LlmBenchArgs) -> Result<()> {
     } else {
         let dev = format!("{:?}", args.model.device).to_lowercase();
         println!("| device | threads | test   | tok/s            |");
-        println!("| {dev:<6} | {threads:>7} | pp{:<4} | {pp_mean:>8.2} ± {pp_sd:<5.2} |", args.prompt);
-        println!("| {dev:<6} | {threads:>7} | tg{:<4} | {tg_mean:>8.2} ± {tg_sd:<5.2} |", args.generate);
+        println!(
+            "| {dev:<6} | {threads:>7} | pp{:<4} | {pp_mean:>8.2} ± {pp_sd:<5.2} |",
+            args.prompt
+        );
+        println!(
+            "| {dev:<6} | {threads:>7} | tg{:<4} | {tg_mean:>8.2} ± {tg_sd:<5.2} |",
+            args.generate
+        );
     }
     Ok(())
 }

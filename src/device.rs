@@ -21,7 +21,10 @@ pub enum DeviceChoice {
 pub fn select(choice: DeviceChoice, threads: usize) -> Result<Device> {
     if threads > 0 {
         // The CPU backends run their kernels on rayon's global pool.
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+        {
             tracing::warn!("thread pool already set up, --threads ignored: {e}");
         }
     }

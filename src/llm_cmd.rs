@@ -130,12 +130,17 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let params = args.sampling.params();
     let mut out = std::io::stdout().lock();
     let stream = !args.json;
-    let generation = llm.generate(&mut Session::new(), &[Segment::Tokens(ids)], &params, |piece| {
-        if stream {
-            // A closed stdout (a pipe into `head`) only ends the printing.
-            let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
-        }
-    })?;
+    let generation = llm.generate(
+        &mut Session::new(),
+        &[Segment::Tokens(ids)],
+        &params,
+        |piece| {
+            if stream {
+                // A closed stdout (a pipe into `head`) only ends the printing.
+                let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
+            }
+        },
+    )?;
     if args.json {
         let v = serde_json::json!({
             "answer": generation.text,
@@ -188,7 +193,10 @@ pub fn run(command: LlmCommand) -> Result<()> {
             // Tokenizing needs only the metadata, not the weights.
             let gguf = llm::GgufFile::open(&path)?;
             let tokenizer = llm::Tokenizer::from_gguf(&gguf)?;
-            println!("{}", serde_json::to_string(&tokenizer.encode(&text, true)?)?);
+            println!(
+                "{}",
+                serde_json::to_string(&tokenizer.encode(&text, true)?)?
+            );
         }
     }
     Ok(())

@@ -79,6 +79,13 @@ pub struct ModelArgs {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends the program quietly, as for any Unix tool, instead of
+    // a panic in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PERCEPT_LOG")
@@ -150,7 +157,12 @@ fn models_cmd(command: ModelsCommand) -> Result<ExitCode> {
                     if state != models::FileState::Ok {
                         bad += 1;
                     }
-                    println!("{:<24} {:<9} {}", e.id, format!("{state:?}").to_lowercase(), path.display());
+                    println!(
+                        "{:<24} {:<9} {}",
+                        e.id,
+                        format!("{state:?}").to_lowercase(),
+                        path.display()
+                    );
                 }
             }
             if bad > 0 {

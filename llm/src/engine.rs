@@ -183,7 +183,11 @@ impl Llm {
     }
 
     /// Feeds a prompt after what `session` holds and returns the logits that follow it.
-    pub fn prefill(&self, session: &mut Session, segments: &[Segment]) -> Result<Vec<f32>, LlmError> {
+    pub fn prefill(
+        &self,
+        session: &mut Session,
+        segments: &[Segment],
+    ) -> Result<Vec<f32>, LlmError> {
         let rows = self.embed(segments)?;
         let d = self.model.d_model();
         let n = rows.len() / d;
@@ -200,7 +204,10 @@ impl Llm {
         }
         let mut logits = None;
         for chunk in rows.chunks(PREFILL_CHUNK * d) {
-            let x = Tensor::<3>::from_data(TensorData::new(chunk.to_vec(), [1, chunk.len() / d, d]), &self.device);
+            let x = Tensor::<3>::from_data(
+                TensorData::new(chunk.to_vec(), [1, chunk.len() / d, d]),
+                &self.device,
+            );
             logits = Some(self.model.forward(x, &mut session.cache));
         }
         for segment in segments {
@@ -289,11 +296,7 @@ struct StopMatcher<'a> {
 impl<'a> StopMatcher<'a> {
     fn new(stops: &'a [String]) -> Self {
         StopMatcher {
-            stops: stops
-                .iter()
-                .any(|s| !s.is_empty())
-                .then_some(stops)
-                .unwrap_or(&[]),
+            stops,
             text: String::new(),
             held: String::new(),
         }

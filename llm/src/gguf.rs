@@ -251,16 +251,26 @@ impl GgufFile {
             .ok_or_else(|| GgufError::MissingTensor(name.into()))?;
         // Bounds were checked at parse time.
         let start = self.data_start + info.offset as usize;
-        Ok((info, &(*self.storage).as_ref()[start..start + info.size as usize]))
+        Ok((
+            info,
+            &(*self.storage).as_ref()[start..start + info.size as usize],
+        ))
     }
 
     /// The file's bytes and where a tensor starts in them, for weights that use the
     /// blocks in place.
-    pub fn shared_tensor(&self, name: &str) -> Result<(&TensorInfo, SharedBytes, usize), GgufError> {
+    pub fn shared_tensor(
+        &self,
+        name: &str,
+    ) -> Result<(&TensorInfo, SharedBytes, usize), GgufError> {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| GgufError::MissingTensor(name.into()))?;
-        Ok((info, self.storage.clone(), self.data_start + info.offset as usize))
+        Ok((
+            info,
+            self.storage.clone(),
+            self.data_start + info.offset as usize,
+        ))
     }
 }
 

@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::linear::{QuantLinear, QuantLinearConfig};
 use crate::llama::{Llama, LlamaConfig, RotaryConfig, TokenEmbedding};
-use crate::quant_matmul::QuantMatrix;
 use crate::quant::dequantize;
+use crate::quant_matmul::QuantMatrix;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -149,7 +149,12 @@ fn cpu_kernels(device: &Device) -> bool {
 }
 
 /// A `[d_out, d_in]` weight (GGUF dims `[d_in, d_out]`) as blocks in the mapped file.
-fn matrix(gguf: &GgufFile, name: &str, d_in: usize, d_out: usize) -> Result<QuantMatrix, LoadError> {
+fn matrix(
+    gguf: &GgufFile,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+) -> Result<QuantMatrix, LoadError> {
     tensor(gguf, name, &[d_in, d_out])?;
     let (info, bytes, start) = gguf.shared_tensor(name)?;
     Ok(QuantMatrix::new(info.kind, d_out, d_in, bytes, start))
@@ -166,7 +171,12 @@ fn linear(
     Ok(QuantLinearConfig::new(d_in, d_out).from_matrix(m, device, cpu_kernels(device)))
 }
 
-fn vector(gguf: &GgufFile, name: &str, n: usize, device: &Device) -> Result<Param<Tensor<1>>, LoadError> {
+fn vector(
+    gguf: &GgufFile,
+    name: &str,
+    n: usize,
+    device: &Device,
+) -> Result<Param<Tensor<1>>, LoadError> {
     let (info, bytes) = tensor(gguf, name, &[n])?;
     let mut values = vec![0f32; n];
     dequantize(info.kind, bytes, &mut values);

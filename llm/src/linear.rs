@@ -23,7 +23,10 @@ impl QuantLinearConfig {
     /// A layer of zeros multiplying on `device`, to be replaced by a loaded one.
     pub fn init(&self, device: &Device) -> QuantLinear {
         QuantLinear {
-            dense: Some(Param::from_tensor(Tensor::zeros([self.d_input, self.d_output], device))),
+            dense: Some(Param::from_tensor(Tensor::zeros(
+                [self.d_input, self.d_output],
+                device,
+            ))),
             blocks: None,
             d_input: self.d_input,
             d_output: self.d_output,
@@ -32,7 +35,12 @@ impl QuantLinearConfig {
 
     /// A layer over a `[d_output, d_input]` matrix of blocks. With `cpu_kernels` the blocks
     /// are multiplied in place; otherwise they are dequantized onto `device`.
-    pub fn from_matrix(&self, matrix: QuantMatrix, device: &Device, cpu_kernels: bool) -> QuantLinear {
+    pub fn from_matrix(
+        &self,
+        matrix: QuantMatrix,
+        device: &Device,
+        cpu_kernels: bool,
+    ) -> QuantLinear {
         assert_eq!(
             (matrix.rows(), matrix.cols()),
             (self.d_output, self.d_input),
@@ -98,7 +106,10 @@ impl QuantLinear {
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let Some(matrix) = &self.blocks else {
-            let w = self.dense.as_ref().expect("a QuantLinear holds blocks or a dense weight");
+            let w = self
+                .dense
+                .as_ref()
+                .expect("a QuantLinear holds blocks or a dense weight");
             return linear(x, w.val(), None);
         };
         let device = x.device();
@@ -138,7 +149,10 @@ mod tests {
         for cpu in [true, false] {
             let layer = QuantLinearConfig::new(32, 2).from_matrix(matrix.clone(), &device, cpu);
             let y = layer
-                .forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [1, 32]), &device))
+                .forward(Tensor::<2>::from_data(
+                    TensorData::new(x.clone(), [1, 32]),
+                    &device,
+                ))
                 .into_data()
                 .try_into_vec::<f32>()
                 .unwrap();
@@ -146,7 +160,10 @@ mod tests {
                 let want: f32 = (0..32)
                     .map(|i| x[i] * (i as f32 - 16.0) * 0.5 * (o + 1) as f32)
                     .sum();
-                assert!((y - want).abs() < 1e-2 * want.abs().max(1.0), "cpu={cpu} row {o}: {y} vs {want}");
+                assert!(
+                    (y - want).abs() < 1e-2 * want.abs().max(1.0),
+                    "cpu={cpu} row {o}: {y} vs {want}"
+                );
             }
         }
     }

@@ -48,7 +48,9 @@ impl LlamaConfig {
     pub fn init(&self, device: &Device) -> Llama {
         Llama {
             embedding: TokenEmbedding::zeros(self.vocab_size, self.d_model),
-            blocks: (0..self.n_layers).map(|_| self.init_block(device)).collect(),
+            blocks: (0..self.n_layers)
+                .map(|_| self.init_block(device))
+                .collect(),
             norm: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.norm_eps)
                 .init(device),
@@ -62,7 +64,11 @@ impl LlamaConfig {
     pub(crate) fn init_block(&self, device: &Device) -> Block {
         let (d, hd) = (self.d_model, self.head_dim());
         let lin = |i, o| QuantLinearConfig::new(i, o).init(device);
-        let norm = || RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let norm = || {
+            RmsNormConfig::new(d)
+                .with_epsilon(self.norm_eps)
+                .init(device)
+        };
         Block {
             attn_norm: norm(),
             attn: Attention {
@@ -99,7 +105,13 @@ impl TokenEmbedding {
     fn zeros(vocab_size: usize, d_model: usize) -> Self {
         let kind = GgmlType::F32;
         let bytes = vec![0u8; kind.bytes_for(vocab_size * d_model)];
-        Self::new(QuantMatrix::new(kind, vocab_size, d_model, Arc::new(bytes), 0))
+        Self::new(QuantMatrix::new(
+            kind,
+            vocab_size,
+            d_model,
+            Arc::new(bytes),
+            0,
+        ))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -179,8 +191,16 @@ impl Rotary {
         let pairs = x.reshape([b, t, h, half, 2]);
         let x0 = pairs.clone().narrow(4, 0, 1).reshape([b, t, h, half]);
         let x1 = pairs.narrow(4, 1, 1).reshape([b, t, h, half]);
-        let cos = self.cos.clone().narrow(0, start, t).reshape([1, t, 1, half]);
-        let sin = self.sin.clone().narrow(0, start, t).reshape([1, t, 1, half]);
+        let cos = self
+            .cos
+            .clone()
+            .narrow(0, start, t)
+            .reshape([1, t, 1, half]);
+        let sin = self
+            .sin
+            .clone()
+            .narrow(0, start, t)
+            .reshape([1, t, 1, half]);
         let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
         let r1 = x0 * sin + x1 * cos;
         Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, t, h, hd])
@@ -285,7 +305,8 @@ impl Attention {
             scores = scores + mask;
         }
         let out = softmax(scores, 3).matmul(group(v));
-        self.wo.forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
+        self.wo
+            .forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
     }
 }
 
@@ -294,7 +315,15 @@ impl Attention {
 fn causal_mask(t: usize, start: usize, device: &Device) -> Tensor<2> {
     let total = start + t;
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Tensor::from_data(TensorData::new(mask, [t, total]), device)
 }
@@ -334,8 +363,17 @@ impl Block {
     /// # Shapes
     /// - input: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<3>, rope: &Rotary, cache: &mut KvCache, layer: usize) -> Tensor<3> {
-        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), rope, cache, layer);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rotary,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .attn
+                .forward(self.attn_norm.forward(x), rope, cache, layer);
         h.clone() + self.ffn.forward(self.ffn_norm.forward(h))
     }
 }

@@ -73,7 +73,11 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) {
     let bs = kind.block_size();
     let bb = kind.block_bytes();
-    assert_eq!(bytes.len() / bb * bs, out.len(), "dequantize: size mismatch");
+    assert_eq!(
+        bytes.len() / bb * bs,
+        out.len(),
+        "dequantize: size mismatch"
+    );
     assert_eq!(bytes.len() % bb, 0, "dequantize: partial block");
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bs));
     match kind {

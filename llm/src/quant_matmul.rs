@@ -45,13 +45,23 @@ pub struct Q8Activations {
 
 impl std::fmt::Debug for QuantMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuantMatrix({:?}, {}x{})", self.kind, self.rows, self.cols)
+        write!(
+            f,
+            "QuantMatrix({:?}, {}x{})",
+            self.kind, self.rows, self.cols
+        )
     }
 }
 
 impl QuantMatrix {
     /// `blocks[start..]` must hold `rows * cols` values of `kind`, row-major.
-    pub fn new(kind: GgmlType, rows: usize, cols: usize, blocks: SharedBytes, start: usize) -> Self {
+    pub fn new(
+        kind: GgmlType,
+        rows: usize,
+        cols: usize,
+        blocks: SharedBytes,
+        start: usize,
+    ) -> Self {
         let len = (*blocks).as_ref().len();
         assert!(
             len >= start + kind.bytes_for(rows * cols),
@@ -85,7 +95,8 @@ impl QuantMatrix {
     }
 
     fn bytes(&self) -> &[u8] {
-        &(*self.blocks).as_ref()[self.start..self.start + self.kind.bytes_for(self.rows * self.cols)]
+        &(*self.blocks).as_ref()
+            [self.start..self.start + self.kind.bytes_for(self.rows * self.cols)]
     }
 
     fn row(&self, r: usize) -> &[u8] {
@@ -117,7 +128,10 @@ impl QuantMatrix {
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: input is not [n, cols]");
         assert_eq!(out.len(), n * self.rows, "matmul: output is not [n, rows]");
-        let acts: Vec<Q8Activations> = x.chunks_exact(self.cols).map(|r| quantize_q8(r, self.kind)).collect();
+        let acts: Vec<Q8Activations> = x
+            .chunks_exact(self.cols)
+            .map(|r| quantize_q8(r, self.kind))
+            .collect();
         let kernel = select_kernel(self.kind);
         // Each task takes a band of weight rows and runs every input row against it,
         // so a weight row is read from memory once per call, whatever `n` is.
@@ -131,14 +145,17 @@ impl QuantMatrix {
             return;
         }
         let mut by_row = vec![0f32; self.rows * n];
-        by_row.par_chunks_mut(BAND * n).enumerate().for_each(|(b, chunk)| {
-            for (i, row_out) in chunk.chunks_exact_mut(n).enumerate() {
-                let w = self.row(b * BAND + i);
-                for (o, a) in row_out.iter_mut().zip(&acts) {
-                    *o = kernel(w, a);
+        by_row
+            .par_chunks_mut(BAND * n)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                for (i, row_out) in chunk.chunks_exact_mut(n).enumerate() {
+                    let w = self.row(b * BAND + i);
+                    for (o, a) in row_out.iter_mut().zip(&acts) {
+                        *o = kernel(w, a);
+                    }
                 }
-            }
-        });
+            });
         for (r, row) in by_row.chunks_exact(n).enumerate() {
             for (t, &v) in row.iter().enumerate() {
                 out[t * self.rows + r] = v;
@@ -166,11 +183,11 @@ pub fn quantize_q8(x: &[f32], kind: GgmlType) -> Q8Activations {
     for (b, (xs, qs)) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        // As ggml's AVX2 path: scale by 127 / max, round half to even.
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in qs.iter_mut().zip(xs) {
-            // f32::round rounds half away from zero, like C's roundf.
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
             sum += i32::from(*q);
         }
         a.d[b] = f16::from_f32(d).to_f32();
@@ -317,7 +334,9 @@ mod tests {
 
     /// A small deterministic generator for test data.
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -344,7 +363,8 @@ mod tests {
         let mut seed = 42;
         for kind in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             for (rows, cols, n) in [(1, 32, 1), (7, 96, 1), (33, 160, 3), (17, 576, 5)] {
-                let blocks: SharedBytes = std::sync::Arc::new(random_blocks(kind, rows, cols, &mut seed));
+                let blocks: SharedBytes =
+                    std::sync::Arc::new(random_blocks(kind, rows, cols, &mut seed));
                 let m = QuantMatrix::new(kind, rows, cols, blocks, 0);
                 let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 3.0).collect();
                 let mut got = vec![0f32; n * rows];
@@ -359,7 +379,10 @@ mod tests {
                         let l1: f32 = wr.iter().map(|v| v.abs()).sum();
                         let bound = l1 * xmax / 254.0 * 1.01 + 1e-3;
                         let diff = (got[t * rows + r] - want).abs();
-                        assert!(diff <= bound, "{kind:?} {rows}x{cols} n={n} t={t} r={r}: {diff} > {bound}");
+                        assert!(
+                            diff <= bound,
+                            "{kind:?} {rows}x{cols} n={n} t={t} r={r}: {diff} > {bound}"
+                        );
                     }
                 }
             }
@@ -374,7 +397,11 @@ mod tests {
             let w = random_blocks(kind, 1, cols, &mut seed);
             let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
             let a = quantize_q8(&x, kind);
-            assert_eq!(portable_kernel(kind)(&w, &a), select_kernel(kind)(&w, &a), "{kind:?}");
+            assert_eq!(
+                portable_kernel(kind)(&w, &a),
+                select_kernel(kind)(&w, &a),
+                "{kind:?}"
+            );
         }
     }
 

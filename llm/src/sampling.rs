@@ -96,7 +96,11 @@ impl Sampler {
                 if seen.insert(id)
                     && let Some(l) = logits.get_mut(id as usize)
                 {
-                    *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repeat_penalty
+                    } else {
+                        *l * p.repeat_penalty
+                    };
                 }
             }
         }
@@ -188,11 +192,16 @@ mod tests {
         };
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone()).unwrap();
-            (0..50).map(|_| s.sample(&mut [0.0, 0.1, 0.2, 0.3], &[])).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut [0.0, 0.1, 0.2, 0.3], &[]))
+                .collect::<Vec<_>>()
         };
         let a = draw(&wide);
         assert_eq!(a, draw(&wide), "same seed, same draws");
-        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 1, "sampling varies");
+        assert!(
+            a.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+            "sampling varies"
+        );
     }
 
     #[test]

@@ -285,11 +285,10 @@ impl Tokenizer {
             return text.as_bytes().to_vec();
         }
         text.chars()
-            .map(|c| match self.char_to_byte.get(&c) {
+            .flat_map(|c| match self.char_to_byte.get(&c) {
                 Some(&b) => vec![b],
                 None => c.to_string().into_bytes(),
             })
-            .flatten()
             .collect()
     }
 

@@ -35,10 +35,11 @@ impl Builder {
 
     /// A tensor with the given GGUF dims, type id and data (placed at the next aligned offset).
     fn tensor(mut self, name: &str, dims: &[u64], kind: u32, bytes: &[u8]) -> Self {
-        while self.data.len() % 32 != 0 {
+        while !self.data.len().is_multiple_of(32) {
             self.data.push(0);
         }
-        self.tensors.push((name.into(), dims.to_vec(), kind, self.data.len() as u64));
+        self.tensors
+            .push((name.into(), dims.to_vec(), kind, self.data.len() as u64));
         self.data.extend_from_slice(bytes);
         self
     }
@@ -62,7 +63,7 @@ impl Builder {
             b.extend(kind.to_le_bytes());
             b.extend(offset.to_le_bytes());
         }
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(&self.data);
@@ -123,7 +124,11 @@ fn valid_file_reads_every_value_type_and_tensor() {
     assert_eq!(f.get("str").and_then(Value::as_str), Some("héllo"));
     assert_eq!(
         f.get("arr"),
-        Some(&Value::Array(vec![Value::U32(7), Value::U32(8), Value::U32(9)]))
+        Some(&Value::Array(vec![
+            Value::U32(7),
+            Value::U32(8),
+            Value::U32(9)
+        ]))
     );
     assert_eq!(f.get("u64"), Some(&Value::U64(1 << 40)));
     assert_eq!(f.get("i64"), Some(&Value::I64(-5)));
@@ -132,7 +137,10 @@ fn valid_file_reads_every_value_type_and_tensor() {
     assert_eq!(info.kind, GgmlType::Q8_0);
     assert_eq!(info.dims, vec![64, 2]);
     assert_eq!(bytes, &q8_row(4)[..]);
-    assert!(matches!(f.tensor_data("nope"), Err(GgufError::MissingTensor(_))));
+    assert!(matches!(
+        f.tensor_data("nope"),
+        Err(GgufError::MissingTensor(_))
+    ));
 }
 
 #[test]
@@ -141,7 +149,10 @@ fn version_2_is_read_and_1_refused() {
     b.version = 2;
     assert_eq!(parse(b.build()).unwrap().version, 2);
     b.version = 1;
-    assert!(matches!(parse(b.build()), Err(GgufError::UnsupportedVersion(1))));
+    assert!(matches!(
+        parse(b.build()),
+        Err(GgufError::UnsupportedVersion(1))
+    ));
 }
 
 #[test]
@@ -159,7 +170,12 @@ fn every_truncation_of_the_header_is_an_error() {
     for len in 0..bytes.len() {
         let err = parse(bytes[..len].to_vec()).unwrap_err();
         assert!(
-            matches!(err, GgufError::Truncated { .. } | GgufError::BadMagic { .. } | GgufError::BadTensor { .. }),
+            matches!(
+                err,
+                GgufError::Truncated { .. }
+                    | GgufError::BadMagic { .. }
+                    | GgufError::BadTensor { .. }
+            ),
             "cut at {len}: {err}"
         );
     }
@@ -170,7 +186,16 @@ fn string_length_past_the_end() {
     let mut s = (1u64 << 40).to_le_bytes().to_vec();
     s.extend(b"abc");
     let err = parse(Builder::new().kv("s", 8, s).build()).unwrap_err();
-    assert!(matches!(err, GgufError::Truncated { what: "metadata string", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GgufError::Truncated {
+                what: "metadata string",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +204,16 @@ fn key_length_past_the_end() {
     // The key's length field follows the 24-byte fixed header.
     bytes[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
     let err = parse(bytes).unwrap_err();
-    assert!(matches!(err, GgufError::Truncated { what: "metadata key", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GgufError::Truncated {
+                what: "metadata key",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -188,7 +222,16 @@ fn array_length_past_the_end() {
     a.extend(u64::MAX.to_le_bytes());
     a.extend([1, 2, 3]);
     let err = parse(Builder::new().kv("a", 9, a).build()).unwrap_err();
-    assert!(matches!(err, GgufError::Truncated { what: "array elements", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            GgufError::Truncated {
+                what: "array elements",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -209,7 +252,10 @@ fn deeply_nested_arrays_are_refused() {
 #[test]
 fn unknown_value_type() {
     let err = parse(Builder::new().kv("x", 13, vec![0; 8]).build()).unwrap_err();
-    assert!(matches!(err, GgufError::UnknownValueType { kind: 13, .. }), "{err}");
+    assert!(
+        matches!(err, GgufError::UnknownValueType { kind: 13, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("unknown metadata value type 13"));
 }
 
@@ -226,7 +272,10 @@ fn invalid_utf8_and_bool() {
 #[test]
 fn unknown_tensor_type() {
     let err = parse(Builder::new().tensor("t", &[32], 99, &[0; 64]).build()).unwrap_err();
-    assert!(matches!(err, GgufError::UnknownTensorType { kind: 99, .. }), "{err}");
+    assert!(
+        matches!(err, GgufError::UnknownTensorType { kind: 99, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -252,7 +301,12 @@ fn tensor_offset_overflow_and_misalignment() {
 
 #[test]
 fn shape_product_overflow() {
-    let err = parse(Builder::new().tensor("big", &[1 << 32, 1 << 32, 1 << 32], 0, &[]).build()).unwrap_err();
+    let err = parse(
+        Builder::new()
+            .tensor("big", &[1 << 32, 1 << 32, 1 << 32], 0, &[])
+            .build(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, GgufError::BadTensor { reason, .. } if reason.contains("overflows")),
         "{err}"
@@ -261,7 +315,12 @@ fn shape_product_overflow() {
 
 #[test]
 fn bad_rank_and_partial_blocks() {
-    let err = parse(Builder::new().tensor("t", &[1, 1, 1, 1, 1], 0, &[0; 4]).build()).unwrap_err();
+    let err = parse(
+        Builder::new()
+            .tensor("t", &[1, 1, 1, 1, 1], 0, &[0; 4])
+            .build(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("rank 5"), "{err}");
     let err = parse(Builder::new().tensor("t", &[33], 8, &q8_row(2)).build()).unwrap_err();
     assert!(err.to_string().contains("not a multiple"), "{err}");
@@ -269,17 +328,44 @@ fn bad_rank_and_partial_blocks() {
 
 #[test]
 fn duplicate_keys_and_tensors() {
-    let err = parse(Builder::new().kv("k", 0, vec![1]).kv("k", 0, vec![2]).build()).unwrap_err();
-    assert!(matches!(err, GgufError::Duplicate { what: "metadata key", .. }), "{err}");
-    let err = parse(Builder::new().tensor("t", &[1], 0, &[0; 4]).tensor("t", &[1], 0, &[0; 4]).build())
-        .unwrap_err();
-    assert!(matches!(err, GgufError::Duplicate { what: "tensor", .. }), "{err}");
+    let err = parse(
+        Builder::new()
+            .kv("k", 0, vec![1])
+            .kv("k", 0, vec![2])
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GgufError::Duplicate {
+                what: "metadata key",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = parse(
+        Builder::new()
+            .tensor("t", &[1], 0, &[0; 4])
+            .tensor("t", &[1], 0, &[0; 4])
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, GgufError::Duplicate { what: "tensor", .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_alignment_value() {
-    let err = parse(Builder::new().kv("general.alignment", 4, 3u32.to_le_bytes().to_vec()).build())
-        .unwrap_err();
+    let err = parse(
+        Builder::new()
+            .kv("general.alignment", 4, 3u32.to_le_bytes().to_vec())
+            .build(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("general.alignment"), "{err}");
 }
 
