@@ -24,14 +24,26 @@ if [ ! -x "$bench_bin" ]; then
   rm -rf "$cache/src" && mkdir -p "$cache/src"
   tar -xzf "$sdist" -C "$cache/src"
   rm -rf "$cache/llama.cpp" && mv "$cache"/src/*/vendor/llama.cpp "$cache/llama.cpp"
-  cmake -S "$cache/llama.cpp" -B "$cache/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  # The instruction sets this CPU has, named one by one rather than -march=native: CPUs
+  # that advertise AMX can sit in VMs that do not enable it (llama-bench died with SIGILL
+  # in its AMX kernel here), so AMX stays off.
+  isa=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+  has() { grep -qw "$1" /proc/cpuinfo; }
+  has avx512f && isa+=(-DGGML_AVX512=ON)
+  has avx512vbmi && isa+=(-DGGML_AVX512_VBMI=ON)
+  has avx512_vnni && isa+=(-DGGML_AVX512_VNNI=ON)
+  has avx512_bf16 && isa+=(-DGGML_AVX512_BF16=ON)
+  has avx_vnni && isa+=(-DGGML_AVX_VNNI=ON)
+  cmake -S "$cache/llama.cpp" -B "$cache/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release "${isa[@]}" \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >&2
   cmake --build "$cache/llama.cpp/build" --target llama-bench -j "$(nproc)" >&2
 fi
 
+# The same target directory as .ci/run, so the burn build is shared.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/percept-target}
 cargo build --release --quiet
-target=${CARGO_TARGET_DIR:-target}
+target=$CARGO_TARGET_DIR
 percept=$target/release/percept
 model=$("$percept" models list --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["path"])')
 [ -f "$model" ] || { echo "model missing: run percept models pull" >&2; exit 1; }
