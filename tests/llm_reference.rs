@@ -144,6 +144,17 @@ fn chat_prompt_logits_match_llama_cpp_on_ndarray() {
 /// every implementation we tried (ours, and numpy in f64 with and without llama.cpp's 8-bit
 /// activations and f16 K/V) sits 0.6 to 0.9 below llama.cpp on average while agreeing on the
 /// order: the bound here is what we can show, not the chat prompt's.
+/// On the GPU path (dense f32 weights, activations rounded as the CPU kernels do). Without
+/// a GPU this runs on Mesa's llvmpipe Vulkan device, which `scripts/setup` installs.
+#[test]
+fn chat_prompt_logits_match_llama_cpp_on_wgpu() {
+    let device = percept::device::select(percept::device::DeviceChoice::Wgpu, 0)
+        .expect("a Vulkan device (mesa-vulkan-drivers gives a software one)");
+    let llm = Llm::load(model_path(), &device, |_, _| {}).unwrap();
+    let ours = llm.logits(&read_ref("chat_prompt.txt")).unwrap();
+    assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"), 0.5);
+}
+
 #[test]
 fn plain_prompt_logits_match_llama_cpp() {
     let ours = flex_model().logits("The capital of France is").unwrap();
