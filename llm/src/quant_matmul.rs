@@ -12,8 +12,9 @@
 //! - Q4_0 · Q8_0: `dw dx Σ (qw - 8) qx`
 //! - Q4_1 · Q8_1: `dw dx Σ qw qx + mw sx`
 //!
-//! The integer sums are exact, so the AVX2 build of the kernels (selected at run time) and
-//! the portable one give the same results bit for bit.
+//! The integer sums are exact and the float accumulation is the same scalar loop, so the
+//! AVX2 kernels (selected at run time) and the portable ones give the same results bit for
+//! bit.
 
 use half::f16;
 use rayon::prelude::*;
@@ -41,6 +42,8 @@ pub struct Q8Activations {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// `Σ q` per block (Q4_0's `- 8` term).
+    pub sum: Vec<i32>,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -179,6 +182,7 @@ pub fn quantize_q8(x: &[f32], kind: GgmlType) -> Q8Activations {
         q: vec![0; x.len()],
         d: vec![0.0; nb],
         s: vec![0.0; nb],
+        sum: vec![0; nb],
     };
     for (b, (xs, qs)) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -192,6 +196,7 @@ pub fn quantize_q8(x: &[f32], kind: GgmlType) -> Q8Activations {
         }
         a.d[b] = f16::from_f32(d).to_f32();
         a.s[b] = f16::from_f32(d * sum as f32).to_f32();
+        a.sum[b] = sum;
     }
     a
 }
@@ -240,91 +245,147 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// The block dot products, written so that the compiler vectorizes them; compiled twice,
-/// once for the baseline target and once with AVX2 enabled.
-macro_rules! block_kernels {
-    ($($attr:meta)?) => {
-        #[inline(always)]
-        fn q4_sum(qw: &[u8], qx: &[i8], bias: i32) -> i32 {
-            let (lo, hi) = qx.split_at(16);
-            let mut s = 0i32;
-            for j in 0..16 {
-                s += (i32::from(qw[j] & 15) - bias) * i32::from(lo[j])
-                    + (i32::from(qw[j] >> 4) - bias) * i32::from(hi[j]);
-            }
-            s
-        }
-
-        $(#[$attr])?
-        pub(super) unsafe fn q4_0(w: &[u8], a: &Q8Activations) -> f32 {
-            let mut acc = 0f32;
-            for (b, blk) in w.chunks_exact(18).enumerate() {
-                let s = q4_sum(&blk[2..18], &a.q[b * 32..b * 32 + 32], 8);
-                acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
-            }
-            acc
-        }
-
-        $(#[$attr])?
-        pub(super) unsafe fn q4_1(w: &[u8], a: &Q8Activations) -> f32 {
-            let mut acc = 0f32;
-            for (b, blk) in w.chunks_exact(20).enumerate() {
-                let s = q4_sum(&blk[4..20], &a.q[b * 32..b * 32 + 32], 0);
-                acc += s as f32 * (f16_at(blk, 0) * a.d[b]) + f16_at(blk, 2) * a.s[b];
-            }
-            acc
-        }
-
-        $(#[$attr])?
-        pub(super) unsafe fn q8_0(w: &[u8], a: &Q8Activations) -> f32 {
-            let mut acc = 0f32;
-            for (b, blk) in w.chunks_exact(34).enumerate() {
-                let qx = &a.q[b * 32..b * 32 + 32];
-                let mut s = 0i32;
-                for j in 0..32 {
-                    s += i32::from(blk[2 + j] as i8) * i32::from(qx[j]);
-                }
-                acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
-            }
-            acc
-        }
-    };
-}
-
+/// The block dot products in plain Rust: the reference the SIMD kernels must equal.
 mod portable {
     use super::{Q8Activations, f16_at};
-    mod k {
-        use super::{Q8Activations, f16_at};
-        block_kernels!();
+
+    fn q4_sum(qw: &[u8], qx: &[i8]) -> i32 {
+        let (lo, hi) = qx.split_at(16);
+        let mut s = 0i32;
+        for j in 0..16 {
+            s +=
+                i32::from(qw[j] & 15) * i32::from(lo[j]) + i32::from(qw[j] >> 4) * i32::from(hi[j]);
+        }
+        s
     }
-    // SAFETY: the portable kernels use no target features.
+
     pub fn dot_q4_0(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q4_0(w, a) }
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(18).enumerate() {
+            // Σ (qw - 8) qx = Σ qw qx - 8 Σ qx
+            let s = q4_sum(&blk[2..18], &a.q[b * 32..b * 32 + 32]) - 8 * a.sum[b];
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
+        }
+        acc
     }
+
     pub fn dot_q4_1(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q4_1(w, a) }
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(20).enumerate() {
+            let s = q4_sum(&blk[4..20], &a.q[b * 32..b * 32 + 32]);
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]) + f16_at(blk, 2) * a.s[b];
+        }
+        acc
     }
+
     pub fn dot_q8_0(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q8_0(w, a) }
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(34).enumerate() {
+            let qx = &a.q[b * 32..b * 32 + 32];
+            let s: i32 = blk[2..34]
+                .iter()
+                .zip(qx)
+                .map(|(&w, &x)| i32::from(w as i8) * i32::from(x))
+                .sum();
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
+        }
+        acc
     }
 }
 
+/// AVX2 kernels: the 32 integer products of a block in a few instructions
+/// (`maddubs` multiplies unsigned by signed bytes and adds pairs), then the same scalar
+/// float accumulation as the portable kernels, so results are identical.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Q8Activations, f16_at};
-    mod k {
-        use super::{Q8Activations, f16_at};
-        block_kernels!(target_feature(enable = "avx2,fma"));
+    use std::arch::x86_64::*;
+
+    /// Σ of the 8 i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
     }
-    // SAFETY: only handed out by `select_kernel` after detecting AVX2 and FMA.
+
+    /// Σ nibble_j · qx_j for 16 packed bytes (low nibbles are values 0..16, high 16..32).
+    ///
+    /// # Safety
+    /// `qw` must point to 16 readable bytes and `qx` to 32.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn q4_sum(qw: *const u8, qx: *const i8) -> i32 {
+        // SAFETY: the caller guarantees both loads are in bounds.
+        let (packed, x) = unsafe {
+            (
+                _mm_loadu_si128(qw as *const __m128i),
+                _mm256_loadu_si256(qx as *const __m256i),
+            )
+        };
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(packed, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+        let w = _mm256_set_m128i(hi, lo);
+        let pairs = _mm256_maddubs_epi16(w, x);
+        hsum(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn q4_0(w: &[u8], a: &Q8Activations) -> f32 {
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(18).enumerate() {
+            let qx = &a.q[b * 32..b * 32 + 32];
+            // SAFETY: a block holds 16 packed bytes after its scale; qx is 32 bytes.
+            let s = unsafe { q4_sum(blk[2..].as_ptr(), qx.as_ptr()) } - 8 * a.sum[b];
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn q4_1(w: &[u8], a: &Q8Activations) -> f32 {
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(20).enumerate() {
+            let qx = &a.q[b * 32..b * 32 + 32];
+            // SAFETY: a block holds 16 packed bytes after its scale and offset; qx is 32 bytes.
+            let s = unsafe { q4_sum(blk[4..].as_ptr(), qx.as_ptr()) };
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]) + f16_at(blk, 2) * a.s[b];
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn q8_0(w: &[u8], a: &Q8Activations) -> f32 {
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(34).enumerate() {
+            let x = &a.q[b * 32..b * 32 + 32];
+            // SAFETY: a block holds 32 bytes after its scale; x is 32 bytes.
+            let (qw, qx) = unsafe {
+                (
+                    _mm256_loadu_si256(blk[2..].as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(x.as_ptr() as *const __m256i),
+                )
+            };
+            // maddubs needs an unsigned operand: |w| times x carrying w's sign.
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+            let s = hsum(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+            acc += s as f32 * (f16_at(blk, 0) * a.d[b]);
+        }
+        acc
+    }
+
+    // SAFETY (all three): only handed out by `select_kernel` after detecting AVX2 and FMA.
     pub fn dot_q4_0(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q4_0(w, a) }
+        unsafe { q4_0(w, a) }
     }
     pub fn dot_q4_1(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q4_1(w, a) }
+        unsafe { q4_1(w, a) }
     }
     pub fn dot_q8_0(w: &[u8], a: &Q8Activations) -> f32 {
-        unsafe { k::q8_0(w, a) }
+        unsafe { q8_0(w, a) }
     }
 }
 
