@@ -208,7 +208,9 @@ impl Llm {
                 TensorData::new(chunk.to_vec(), [1, chunk.len() / d, d]),
                 &self.device,
             );
-            logits = Some(self.model.forward(x, &mut session.cache));
+            // On a pool thread, the kernels' parallel loops start without waking the caller
+            // through a latch for every matrix product.
+            logits = Some(rayon::scope(|_| self.model.forward(x, &mut session.cache)));
         }
         for segment in segments {
             if let Segment::Tokens(ids) = segment {
