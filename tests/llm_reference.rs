@@ -60,6 +60,14 @@ fn reference_logits(name: &str) -> Vec<f32> {
         .collect()
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
 fn top(logits: &[f32], n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
@@ -218,12 +226,8 @@ fn embedding_segments_equal_their_tokens() {
             ],
         )
         .unwrap();
-    let max_diff = by_tokens
-        .iter()
-        .zip(&mixed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(max_diff < 1e-3, "max difference {max_diff}");
+    let diff = max_abs_diff(&by_tokens, &mixed);
+    assert!(diff < 1e-3, "max difference {diff}");
 }
 
 #[test]
@@ -245,12 +249,8 @@ fn kv_cache_prefix_reuse_gives_the_same_logits() {
     let resumed = llm
         .prefill(&mut session, &[Segment::Tokens(ids[3..].to_vec())])
         .unwrap();
-    let max_diff = whole
-        .iter()
-        .zip(&resumed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(max_diff < 1e-3, "max difference {max_diff}");
+    let diff = max_abs_diff(&whole, &resumed);
+    assert!(diff < 1e-3, "max difference {diff}");
 }
 
 #[test]
