@@ -1,1 +1,21 @@
-//! Dataflow runtime: stages, bounded edges, sources and sinks. Filled by the pipeline issue.
+//! The dataflow runtime: every stage is a thread, joined to the next by a bounded edge
+//! whose policy says what happens when the consumer is slower than the producer.
+//!
+//! - [`edge`]: bounded channels with a `block` (lossless back-pressure) or `latest` (drop
+//!   the oldest, for live frames) policy, and their counters.
+//! - [`message`]: the envelope every item travels in (sequence number, capture time).
+//! - [`graph`]: spawning stages, orderly end of stream, stop on Ctrl-C, on error or panic.
+//! - [`metrics`]: per-stage and per-edge counters and latency percentiles.
+//!
+//! End of stream is the closing of an edge: when a stage returns, its outputs drop, and
+//! the stages downstream see their inputs end once drained. A failed stage also stops the
+//! graph, so sources stop producing, and [`graph::Graph::join`] names it.
+
+pub mod edge;
+pub mod graph;
+pub mod message;
+pub mod metrics;
+
+pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
+pub use graph::{Graph, GraphError, StageContext, StageResult, StopHandle};
+pub use message::Envelope;

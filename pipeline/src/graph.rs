@@ -1,0 +1,146 @@
+//! Running stages: one named thread each, a shared stop flag, and a join that waits for all
+//! of them and reports the first failure by stage name.
+//!
+//! Shutdown is always the same orderly path: sources stop producing (end of input, or
+//! the stop flag set by Ctrl-C or by a failed stage), their outputs close, and every
+//! stage downstream drains its input and returns. A stage that fails or panics drops its
+//! input, so the stages feeding it see [`crate::edge::Closed`] and return too.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::edge::Closed;
+
+/// What a stage returns; any error type will do.
+pub type StageResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("stage '{stage}' failed: {message}")]
+    Failed { stage: String, message: String },
+    #[error("stage '{stage}' panicked: {message}")]
+    Panicked { stage: String, message: String },
+    #[error("cannot start a thread for stage '{stage}': {message}")]
+    Spawn { stage: String, message: String },
+}
+
+/// Sets the graph's stop flag: what Ctrl-C does. Cheap to clone and to call from a signal
+/// handler thread.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What a stage's thread gets: its name and the stop flag that sources poll.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    name: Arc<str>,
+    stop: StopHandle,
+}
+
+impl StageContext {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the graph is stopping: a source should stop producing and return.
+    pub fn stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+}
+
+/// A running graph of stages.
+#[derive(Default)]
+pub struct Graph {
+    threads: Vec<(String, JoinHandle<()>)>,
+    stop: StopHandle,
+    first_failure: Arc<Mutex<Option<GraphError>>>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Starts a stage on its own thread. Its failure or panic stops the graph.
+    pub fn spawn<F>(&mut self, name: &str, stage: F) -> Result<(), GraphError>
+    where
+        F: FnOnce(StageContext) -> StageResult + Send + 'static,
+    {
+        let ctx = StageContext {
+            name: name.into(),
+            stop: self.stop.clone(),
+        };
+        let stop = self.stop.clone();
+        let first_failure = self.first_failure.clone();
+        let stage_name = name.to_string();
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let failure = match catch_unwind(AssertUnwindSafe(|| stage(ctx))) {
+                    Ok(Ok(())) => return,
+                    // Its consumer went away (finished, or failed and reported itself):
+                    // stopping is the right response, not a failure of this stage.
+                    Ok(Err(e)) if e.is::<Closed>() => return,
+                    Ok(Err(e)) => GraphError::Failed {
+                        stage: stage_name,
+                        message: e.to_string(),
+                    },
+                    Err(panic) => GraphError::Panicked {
+                        stage: stage_name,
+                        message: panic_message(panic.as_ref()),
+                    },
+                };
+                let mut first = first_failure.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert(failure);
+                stop.stop();
+            })
+            .map_err(|e| GraphError::Spawn {
+                stage: name.to_string(),
+                message: e.to_string(),
+            })?;
+        self.threads.push((name.to_string(), handle));
+        Ok(())
+    }
+
+    /// Waits for every stage; the first failure, if any, names its stage.
+    pub fn join(self) -> Result<(), GraphError> {
+        for (_, handle) in self.threads {
+            // Panics were caught inside the thread; a join error cannot carry anything new.
+            let _ = handle.join();
+        }
+        let first = self
+            .first_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic payload".into()
+    }
+}

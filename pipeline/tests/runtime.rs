@@ -1,0 +1,249 @@
+//! The runtime's promises: bounded latency under `latest`, nothing lost under `block`, and
+//! every thread joined promptly on end of stream, on stop (Ctrl-C) and on a panic.
+
+use std::sync::{Arc, Mutex};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use pipeline::edge::{EdgeProbe, EdgeStats};
+use pipeline::metrics::LatencyHistogram;
+use pipeline::{EdgeConfig, Envelope, Graph, GraphError, Input, Output, edge};
+
+/// Time runs 10x faster than real: 20 s of 30 fps input is 2 s of 300 fps.
+const SPEEDUP: u32 = 10;
+
+#[test]
+fn latest_policy_keeps_queue_and_latency_bounded_and_counts_drops() {
+    let frame_every = Duration::from_secs(1) / 30 / SPEEDUP;
+    let work = Duration::from_millis(100) / SPEEDUP;
+    let frames = 20 * 30;
+    let (tx, rx, probe): (Output<Envelope<u64>>, Input<Envelope<u64>>, EdgeProbe<_>) =
+        edge(EdgeConfig::latest(2));
+    let latencies = Arc::new(Mutex::new(LatencyHistogram::default()));
+    let max_queue = Arc::new(Mutex::new(0usize));
+    let mut g = Graph::new();
+    g.spawn("camera", move |_| {
+        let start = Instant::now();
+        for seq in 0..frames {
+            // Paced by the clock, as a camera is, not by the consumer.
+            let due = start + frame_every * seq as u32;
+            sleep(due.saturating_duration_since(Instant::now()));
+            tx.send(Envelope::new(seq, Instant::now(), seq))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let (lat, maxq) = (latencies.clone(), max_queue.clone());
+    g.spawn("slow-encoder", move |_| {
+        while let Some(frame) = rx.recv() {
+            {
+                let mut m = maxq.lock().unwrap();
+                *m = (*m).max(rx.len());
+            }
+            sleep(work);
+            lat.lock().unwrap().record(frame.age());
+        }
+        Ok(())
+    })
+    .unwrap();
+    g.join().unwrap();
+
+    let EdgeStats {
+        sent,
+        received,
+        dropped,
+        queued,
+    } = probe.stats();
+    assert_eq!(sent, frames);
+    assert_eq!(queued, 0);
+    assert_eq!(
+        received + dropped,
+        sent,
+        "every frame is either processed or counted as dropped"
+    );
+    assert!(
+        dropped > frames / 2,
+        "a 3x slower encoder must drop most frames, dropped {dropped}"
+    );
+    assert!(
+        *max_queue.lock().unwrap() <= 2,
+        "queue never exceeds its capacity"
+    );
+    // Unbounded growth would reach about two thirds of the run (1.3 s) by the end; a bounded
+    // queue keeps every frame's wait to a few work items.
+    let p = latencies.lock().unwrap().percentiles();
+    let run = frame_every * frames as u32;
+    assert!(
+        Duration::from_secs_f64(p.max_ms / 1e3) < run / 4,
+        "max latency {:.1} ms over a {run:?} run",
+        p.max_ms
+    );
+}
+
+#[test]
+fn block_policy_loses_nothing_over_100000_items() {
+    const N: u64 = 100_000;
+    let (tx, rx, _) = edge(EdgeConfig::block(8));
+    let (tx2, rx2, probe) = edge(EdgeConfig::block(8));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut g = Graph::new();
+    g.spawn("source", move |_| {
+        for i in 0..N {
+            tx.send(i)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    g.spawn("double", move |_| {
+        for i in rx {
+            tx2.send(i * 2)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let sink = got.clone();
+    g.spawn("sink", move |_| {
+        sink.lock().unwrap().extend(rx2);
+        Ok(())
+    })
+    .unwrap();
+    g.join().unwrap();
+    let got = got.lock().unwrap();
+    assert_eq!(got.len() as u64, N);
+    assert!(
+        got.iter().enumerate().all(|(i, &v)| v == 2 * i as u64),
+        "in order, none lost"
+    );
+    assert_eq!(probe.stats().dropped, 0);
+}
+
+/// source -> a -> b -> c -> sink; `source` decides when input ends.
+fn five_stages(
+    g: &mut Graph,
+    source: impl FnOnce(pipeline::StageContext, Output<u64>) -> pipeline::StageResult + Send + 'static,
+    panic_at: Option<u64>,
+) -> Arc<Mutex<u64>> {
+    let (tx0, mut rx) = {
+        let (t, r, _) = edge(EdgeConfig::block(4));
+        (t, r)
+    };
+    g.spawn("source", move |ctx| source(ctx, tx0)).unwrap();
+    for name in ["a", "b", "c"] {
+        let (tx, next, _) = edge(EdgeConfig::block(4));
+        let input = std::mem::replace(&mut rx, next);
+        g.spawn(name, move |_| {
+            for i in input {
+                if name == "b" && Some(i) == panic_at {
+                    panic!("bad item {i}");
+                }
+                tx.send(i)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let count = Arc::new(Mutex::new(0));
+    let c = count.clone();
+    g.spawn("sink", move |_| {
+        for _ in rx {
+            *c.lock().unwrap() += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    count
+}
+
+#[test]
+fn end_of_stream_drains_and_joins_every_stage() {
+    let ended = Arc::new(Mutex::new(None));
+    let e = ended.clone();
+    let mut g = Graph::new();
+    let count = five_stages(
+        &mut g,
+        move |_, tx| {
+            for i in 0..1000 {
+                tx.send(i)?;
+            }
+            *e.lock().unwrap() = Some(Instant::now());
+            Ok(())
+        },
+        None,
+    );
+    g.join().unwrap();
+    let joined_after = ended.lock().unwrap().unwrap().elapsed();
+    assert_eq!(
+        *count.lock().unwrap(),
+        1000,
+        "everything in flight is drained"
+    );
+    assert!(
+        joined_after < Duration::from_secs(1),
+        "joined {joined_after:?} after the source ended"
+    );
+}
+
+#[test]
+fn stop_like_ctrl_c_ends_an_endless_source_and_joins_everything() {
+    let mut g = Graph::new();
+    let stop = g.stop_handle();
+    let count = five_stages(
+        &mut g,
+        |ctx, tx| {
+            let mut i = 0;
+            while !ctx.stopped() {
+                tx.send(i)?;
+                i += 1;
+            }
+            Ok(())
+        },
+        None,
+    );
+    sleep(Duration::from_millis(100));
+    let stopped_at = Instant::now();
+    stop.stop();
+    g.join().unwrap();
+    assert!(stopped_at.elapsed() < Duration::from_secs(1));
+    assert!(*count.lock().unwrap() > 0);
+}
+
+#[test]
+fn a_panicking_stage_stops_the_graph_and_is_named() {
+    let mut g = Graph::new();
+    five_stages(
+        &mut g,
+        |ctx, tx| {
+            let mut i = 0;
+            while !ctx.stopped() {
+                tx.send(i)?;
+                i += 1;
+            }
+            Ok(())
+        },
+        Some(10),
+    );
+    let started = Instant::now();
+    let err = g.join().unwrap_err();
+    assert_eq!(
+        err,
+        GraphError::Panicked {
+            stage: "b".into(),
+            message: "bad item 10".into()
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_failing_stage_is_named_with_its_error() {
+    let mut g = Graph::new();
+    g.spawn("reader", |_| {
+        Err("fixture.json line 3: expected a number".into())
+    })
+    .unwrap();
+    let err = g.join().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stage 'reader' failed: fixture.json line 3: expected a number"
+    );
+}
