@@ -3,6 +3,7 @@
 //!
 //! - [`edge`]: bounded channels with a `block` (lossless back-pressure) or `latest` (drop
 //!   the oldest, for live frames) policy, and their counters.
+//! - [`frame`]: raw camera frames (YUYV, MJPEG) and their conversion to RGB.
 //! - [`message`]: the envelope every item travels in (sequence number, capture time).
 //! - [`graph`]: spawning stages, orderly end of stream, stop on Ctrl-C, on error or panic.
 //! - [`metrics`]: per-stage and per-edge counters and latency percentiles.
@@ -12,6 +13,7 @@
 //! graph, so sources stop producing, and [`graph::Graph::join`] names it.
 
 pub mod edge;
+pub mod frame;
 pub mod graph;
 pub mod message;
 pub mod metrics;
