@@ -6,6 +6,7 @@
 //! - [`frame`]: raw camera frames (YUYV, MJPEG) and their conversion to RGB.
 //! - [`message`]: the envelope every item travels in (sequence number, capture time).
 //! - [`graph`]: spawning stages, orderly end of stream, stop on Ctrl-C, on error or panic.
+//! - [`spec`]: graphs described in TOML, checked (with line numbers) before they start.
 //! - [`metrics`]: per-stage and per-edge counters and latency percentiles.
 //!
 //! End of stream is the closing of an edge: when a stage returns, its outputs drop, and
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod graph;
 pub mod message;
 pub mod metrics;
+pub mod spec;
 
 pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
 pub use graph::{Graph, GraphError, StageContext, StageResult, StopHandle};
