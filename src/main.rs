@@ -2,6 +2,7 @@
 
 mod bench;
 mod llm_cmd;
+mod run_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         command: llm_cmd::LlmCommand,
     },
+    /// Run a dataflow graph described in a TOML file, until its sources end or Ctrl-C.
+    Run(run_cmd::RunArgs),
     /// Fetch, list and verify the models.
     Models {
         #[command(subcommand)]
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat(args) => llm_cmd::chat(args)?,
         Command::Llm { command } => llm_cmd::run(command)?,
         Command::Bench { command } => bench::run(command)?,
+        Command::Run(args) => run_cmd::run(args)?,
         Command::Models { command } => return models_cmd(command),
     }
     Ok(ExitCode::SUCCESS)

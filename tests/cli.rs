@@ -155,3 +155,55 @@ fn models_verify_passes_on_the_pulled_cache() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+#[test]
+fn run_executes_a_graph_file_and_reports_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "first line\nsecond line\nthird line\n").unwrap();
+    let graph = dir.path().join("graph.toml");
+    std::fs::write(
+        &graph,
+        format!(
+            "[[stage]]\nname = \"lines\"\nkind = \"text\"\npath = {:?}\n\n\
+             [[stage]]\nname = \"out\"\nkind = \"jsonl\"\n\n\
+             [[edge]]\nfrom = \"lines.text\"\nto = \"out.in\"\ncapacity = 1\n",
+            input.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = percept(&["run", graph.to_str().unwrap(), "--metrics", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let texts: Vec<&str> = lines.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        ["first line", "second line", "third line"],
+        "block edge: nothing lost"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(stderr(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(metrics["edge"], "lines.text -> out.in");
+    assert_eq!(
+        (metrics["sent"].as_u64(), metrics["dropped"].as_u64()),
+        (Some(3), Some(0))
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_graph_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("graph.toml");
+    std::fs::write(&graph, "[[stage]]\nname = \"x\"\nkind = \"telepathy\"\n").unwrap();
+    let out = percept(&["run", graph.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("graph.toml: line 1: stage 'x': unknown kind 'telepathy'"),
+        "{err}"
+    );
+}

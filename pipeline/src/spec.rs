@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Every mistake is reported with its line: an unknown kind or port, a missing parameter,
-//! ports of different types joined, an input fed twice, a cycle.
+//! ports of different types joined, an input fed twice or not at all, a cycle.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -224,6 +224,16 @@ pub fn parse(text: &str, kinds: &BTreeMap<&str, KindInfo>) -> Result<GraphSpec, 
             },
             line: line_of(text, at),
         });
+    }
+    for stage in &stages {
+        for (port, _) in &kinds[stage.kind.as_str()].inputs {
+            if !fed.contains_key(&(stage.name.clone(), port.to_string())) {
+                return Err(SpecError {
+                    line: stage.line,
+                    reason: format!("input '{}.{port}' is not fed by any edge", stage.name),
+                });
+            }
+        }
     }
     let spec = GraphSpec { stages, edges };
     check_acyclic(&spec)?;

@@ -178,6 +178,19 @@ fn other_mistakes_are_named() {
         e.reason.contains("already fed by the edge on line 19"),
         "{e}"
     );
+    let e = refuse(&GOOD.replace(
+        "[[edge]]\nfrom = \"up.out\"\nto = \"out.in\"",
+        "[[edge]]\nfrom = \"up.out\"\nto = \"up.in\"",
+    ));
+    assert!(e.reason.contains("already fed"), "{e}");
+    let e = refuse("[[stage]]\nname = \"out\"\nkind = \"stdout\"\n");
+    assert_eq!(
+        e,
+        SpecError {
+            line: 1,
+            reason: "input 'out.in' is not fed by any edge".into()
+        }
+    );
     let e = refuse("[[stage]\nname = 1");
     assert_eq!(e.line, 1);
 }
