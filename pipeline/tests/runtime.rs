@@ -183,22 +183,21 @@ fn end_of_stream_drains_and_joins_every_stage() {
     );
 }
 
+/// Counts up until the graph stops, like a live camera.
+fn endless_source(ctx: pipeline::StageContext, tx: Output<u64>) -> pipeline::StageResult {
+    let mut i = 0;
+    while !ctx.stopped() {
+        tx.send(i)?;
+        i += 1;
+    }
+    Ok(())
+}
+
 #[test]
 fn stop_like_ctrl_c_ends_an_endless_source_and_joins_everything() {
     let mut g = Graph::new();
     let stop = g.stop_handle();
-    let count = five_stages(
-        &mut g,
-        |ctx, tx| {
-            let mut i = 0;
-            while !ctx.stopped() {
-                tx.send(i)?;
-                i += 1;
-            }
-            Ok(())
-        },
-        None,
-    );
+    let count = five_stages(&mut g, endless_source, None);
     sleep(Duration::from_millis(100));
     let stopped_at = Instant::now();
     stop.stop();
@@ -210,18 +209,7 @@ fn stop_like_ctrl_c_ends_an_endless_source_and_joins_everything() {
 #[test]
 fn a_panicking_stage_stops_the_graph_and_is_named() {
     let mut g = Graph::new();
-    five_stages(
-        &mut g,
-        |ctx, tx| {
-            let mut i = 0;
-            while !ctx.stopped() {
-                tx.send(i)?;
-                i += 1;
-            }
-            Ok(())
-        },
-        Some(10),
-    );
+    five_stages(&mut g, endless_source, Some(10));
     let started = Instant::now();
     let err = g.join().unwrap_err();
     assert_eq!(
