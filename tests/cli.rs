@@ -207,3 +207,34 @@ fn run_refuses_a_bad_graph_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_bundled_echo_graph_reads_stdin() {
+    use std::io::Write;
+    let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/graphs/echo.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["run", graph.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nworld\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let texts: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, ["hello", "world"]);
+}
