@@ -238,3 +238,38 @@ fn the_bundled_echo_graph_reads_stdin() {
         .collect();
     assert_eq!(texts, ["hello", "world"]);
 }
+
+#[test]
+fn sigint_stops_a_graph_waiting_on_stdin_in_order() {
+    use std::io::{BufRead, BufReader, Write};
+    let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/graphs/echo.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["run", graph.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stdin stays open: only the signal can end the run.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"before the signal\n").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("before the signal"), "{first}");
+    let sent = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(status.success(), "an orderly stop exits 0: {status:?}");
+    drop(stdin);
+}
