@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use pipeline::edge::EdgeProbe;
 use pipeline::metrics::LatencyHistogram;
 use pipeline::spec::{self, GraphSpec, KindInfo, StageSpec};
-use pipeline::{Envelope, Graph, Input, Output, StageContext, StageResult, edge};
+use pipeline::{Envelope, Graph, Input, Monitor, Output, StageContext, StageResult, edge};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -74,8 +74,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         graph.spawn(&stage.name, body)?;
     }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = graph.monitor();
     let reporter = args.metrics.map(|format| {
         let (probes, latency, done) = (probes.clone(), latency.clone(), done.clone());
+        let monitor = monitor.clone();
         std::thread::spawn(move || {
             let mut last = Instant::now();
             while !done.load(std::sync::atomic::Ordering::Acquire) {
@@ -83,6 +85,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 if last.elapsed() >= Duration::from_secs(5) {
                     report(
                         format,
+                        &monitor,
                         &probes,
                         &latency.lock().unwrap_or_else(|p| p.into_inner()),
                     );
@@ -97,6 +100,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = reporter.join();
         report(
             format,
+            &monitor,
             &probes,
             &latency.lock().unwrap_or_else(|p| p.into_inner()),
         );
@@ -171,23 +175,26 @@ fn build(
         sink @ ("stdout" | "jsonl") => {
             let json = sink == "jsonl";
             let input = input.expect("the spec checked that every input is fed");
-            Box::new(move |_| {
+            Box::new(move |ctx| {
                 let mut stdout = std::io::stdout().lock();
                 for item in input {
+                    ctx.item_in();
                     let age = item.age();
                     latency
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .record(age);
-                    if json {
-                        let v = serde_json::json!({
-                            "seq": item.seq, "text": item.payload,
-                            "latency_ms": age.as_secs_f64() * 1e3,
-                        });
-                        writeln!(stdout, "{v}")?;
-                    } else {
-                        writeln!(stdout, "{}", item.payload)?;
-                    }
+                    ctx.busy(|| {
+                        if json {
+                            let v = serde_json::json!({
+                                "seq": item.seq, "text": item.payload,
+                                "latency_ms": age.as_secs_f64() * 1e3,
+                            });
+                            writeln!(stdout, "{v}")
+                        } else {
+                            writeln!(stdout, "{}", item.payload)
+                        }
+                    })?;
                 }
                 Ok(())
             })
@@ -211,6 +218,7 @@ fn text_source(ctx: StageContext, path: &str, out: Option<Output<Text>>) -> Stag
         let line = line.map_err(|e| format!("{path} line {}: {e}", seq + 1))?;
         if let Some(out) = &out {
             out.send(Envelope::new(seq as u64, Instant::now(), line))?;
+            ctx.item_out();
         }
     }
     Ok(())
@@ -240,10 +248,19 @@ fn stdin_lines(ctx: StageContext) -> impl Iterator<Item = std::io::Result<String
     })
 }
 
-fn report(format: MetricsFormat, probes: &[(String, EdgeProbe<Text>)], latency: &LatencyHistogram) {
+fn report(
+    format: MetricsFormat,
+    monitor: &Monitor,
+    probes: &[(String, EdgeProbe<Text>)],
+    latency: &LatencyHistogram,
+) {
     let p = latency.percentiles();
+    let stages = monitor.stages();
     match format {
         MetricsFormat::Json => {
+            for s in &stages {
+                eprintln!("{}", serde_json::json!(s));
+            }
             for (name, probe) in probes {
                 let s = probe.stats();
                 let v = serde_json::json!({"edge": name, "sent": s.sent, "received": s.received,
@@ -253,6 +270,12 @@ fn report(format: MetricsFormat, probes: &[(String, EdgeProbe<Text>)], latency: 
             eprintln!("{}", serde_json::json!({ "end_to_end_latency": p }));
         }
         MetricsFormat::Text => {
+            for s in &stages {
+                eprintln!(
+                    "stage {}: in {} out {} busy {:.1} ms",
+                    s.stage, s.items_in, s.items_out, s.busy_ms
+                );
+            }
             for (name, probe) in probes {
                 let s = probe.stats();
                 eprintln!(

@@ -185,8 +185,18 @@ fn run_executes_a_graph_file_and_reports_metrics() {
         ["first line", "second line", "third line"],
         "block edge: nothing lost"
     );
-    let metrics: serde_json::Value =
-        serde_json::from_str(stderr(&out).lines().next().unwrap()).unwrap();
+    let reports: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stage = |name: &str| reports.iter().find(|r| r["stage"] == name).unwrap().clone();
+    assert_eq!(stage("lines")["items_out"], 3);
+    assert_eq!(stage("out")["items_in"], 3);
+    let metrics = reports
+        .iter()
+        .find(|r| r.get("edge").is_some())
+        .unwrap()
+        .clone();
     assert_eq!(metrics["edge"], "lines.text -> out.in");
     assert_eq!(
         (metrics["sent"].as_u64(), metrics["dropped"].as_u64()),

@@ -7,9 +7,12 @@
 //! input, so the stages feeding it see [`crate::edge::Closed`] and return too.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::Serialize;
 
 use crate::edge::Closed;
 
@@ -41,11 +44,29 @@ impl StopHandle {
     }
 }
 
-/// What a stage's thread gets: its name and the stop flag that sources poll.
+/// Counters a stage keeps about itself.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    items_in: AtomicU64,
+    items_out: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+/// A snapshot of one stage's counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageStats {
+    pub stage: String,
+    pub items_in: u64,
+    pub items_out: u64,
+    pub busy_ms: f64,
+}
+
+/// What a stage's thread gets: its name, the stop flag that sources poll, and its counters.
 #[derive(Debug, Clone)]
 pub struct StageContext {
     name: Arc<str>,
     stop: StopHandle,
+    counters: Arc<StageCounters>,
 }
 
 impl StageContext {
@@ -57,6 +78,49 @@ impl StageContext {
     pub fn stopped(&self) -> bool {
         self.stop.is_stopped()
     }
+
+    /// Counts an item taken from an input.
+    pub fn item_in(&self) {
+        self.counters.items_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an item sent on an output.
+    pub fn item_out(&self) {
+        self.counters.items_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `work`, counting its time as busy (as opposed to waiting on an edge).
+    pub fn busy<R>(&self, work: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let r = work();
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        r
+    }
+}
+
+/// Each stage's name and counters, in spawn order.
+type Registry = Vec<(String, Arc<StageCounters>)>;
+
+/// Reads every stage's counters, during the run or after it.
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    stages: Arc<Mutex<Registry>>,
+}
+
+impl Monitor {
+    pub fn stages(&self) -> Vec<StageStats> {
+        let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        stages
+            .iter()
+            .map(|(name, c)| StageStats {
+                stage: name.clone(),
+                items_in: c.items_in.load(Ordering::Relaxed),
+                items_out: c.items_out.load(Ordering::Relaxed),
+                busy_ms: c.busy_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            })
+            .collect()
+    }
 }
 
 /// A running graph of stages.
@@ -65,6 +129,7 @@ pub struct Graph {
     threads: Vec<(String, JoinHandle<()>)>,
     stop: StopHandle,
     first_failure: Arc<Mutex<Option<GraphError>>>,
+    monitor: Monitor,
 }
 
 impl Graph {
@@ -76,14 +141,26 @@ impl Graph {
         self.stop.clone()
     }
 
+    /// Per-stage counters, readable while the graph runs and after [`Graph::join`].
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
+    }
+
     /// Starts a stage on its own thread. Its failure or panic stops the graph.
     pub fn spawn<F>(&mut self, name: &str, stage: F) -> Result<(), GraphError>
     where
         F: FnOnce(StageContext) -> StageResult + Send + 'static,
     {
+        let counters = Arc::new(StageCounters::default());
+        self.monitor
+            .stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), counters.clone()));
         let ctx = StageContext {
             name: name.into(),
             stop: self.stop.clone(),
+            counters,
         };
         let stop = self.stop.clone();
         let first_failure = self.first_failure.clone();

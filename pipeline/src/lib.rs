@@ -21,5 +21,5 @@ pub mod metrics;
 pub mod spec;
 
 pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
-pub use graph::{Graph, GraphError, StageContext, StageResult, StopHandle};
+pub use graph::{Graph, GraphError, Monitor, StageContext, StageResult, StageStats, StopHandle};
 pub use message::Envelope;

@@ -223,6 +223,42 @@ fn a_panicking_stage_stops_the_graph_and_is_named() {
 }
 
 #[test]
+fn stages_count_their_items_and_busy_time() {
+    let (tx, rx, _) = edge(EdgeConfig::block(4));
+    let mut g = Graph::new();
+    let monitor = g.monitor();
+    g.spawn("source", move |ctx| {
+        for i in 0..50u64 {
+            tx.send(i)?;
+            ctx.item_out();
+        }
+        Ok(())
+    })
+    .unwrap();
+    g.spawn("work", move |ctx| {
+        for _ in rx {
+            ctx.item_in();
+            ctx.busy(|| sleep(Duration::from_millis(1)));
+        }
+        Ok(())
+    })
+    .unwrap();
+    g.join().unwrap();
+    let stats = monitor.stages();
+    assert_eq!(
+        (stats[0].stage.as_str(), stats[0].items_out),
+        ("source", 50)
+    );
+    assert_eq!((stats[1].stage.as_str(), stats[1].items_in), ("work", 50));
+    assert!(
+        stats[1].busy_ms >= 50.0,
+        "50 items of at least 1 ms: {}",
+        stats[1].busy_ms
+    );
+    assert_eq!(stats[0].busy_ms, 0.0);
+}
+
+#[test]
 fn a_failing_stage_is_named_with_its_error() {
     let mut g = Graph::new();
     g.spawn("reader", |_| {
