@@ -2,11 +2,14 @@
 //! modules. The one place that knows GGUF's tensor names.
 
 use burn::module::Param;
+use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::linear::{QuantLinear, QuantLinearConfig};
-use crate::llama::{Llama, LlamaConfig, RotaryConfig, TokenEmbedding};
+use crate::llama::{
+    Attention, Block, FeedForward, Llama, LlamaConfig, RotaryConfig, TokenEmbedding,
+};
 use crate::quant::dequantize;
 use crate::quant_matmul::QuantMatrix;
 
@@ -82,53 +85,50 @@ pub fn load_llama(
     let embedding = TokenEmbedding::new(matrix(gguf, "token_embd.weight", d, v)?);
     // No `output.weight`: the LM head is tied to the token embedding.
     let lm_head = match gguf.tensor_info("output.weight") {
-        Some(_) => linear(gguf, "output.weight", d, v, device)?,
+        Some(_) => linear(gguf, "output.weight", d, v, device, cpu)?,
         None => QuantLinearConfig::new(d, v).from_matrix(embedding.table().clone(), device, cpu),
     };
     let total = config.n_layers + 1;
+    let (hd, eps) = (config.head_dim(), config.norm_eps);
+    let (q, kv, ff) = (config.n_heads * hd, config.n_kv_heads * hd, config.d_ff);
     let mut blocks = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
-        let mut block = config.init_block(device);
         let name = |t: &str| format!("blk.{i}.{t}.weight");
-        let hd = config.head_dim();
-        let (q, kv) = (config.n_heads * hd, config.n_kv_heads * hd);
-        let a = &mut block.attn;
-        a.wq = linear(gguf, &name("attn_q"), d, q, device)?;
-        a.wk = linear(gguf, &name("attn_k"), d, kv, device)?;
-        a.wv = linear(gguf, &name("attn_v"), d, kv, device)?;
-        a.wo = linear(gguf, &name("attn_output"), q, d, device)?;
-        let f = &mut block.ffn;
-        f.gate = linear(gguf, &name("ffn_gate"), d, config.d_ff, device)?;
-        f.up = linear(gguf, &name("ffn_up"), d, config.d_ff, device)?;
-        f.down = linear(gguf, &name("ffn_down"), config.d_ff, d, device)?;
-        block.attn_norm.gamma = vector(gguf, &name("attn_norm"), d, device)?;
-        block.ffn_norm.gamma = vector(gguf, &name("ffn_norm"), d, device)?;
-        blocks.push(block);
+        let lin = |t: &str, d_in, d_out| linear(gguf, &name(t), d_in, d_out, device, cpu);
+        blocks.push(Block {
+            attn_norm: norm(gguf, &name("attn_norm"), d, eps, device)?,
+            attn: Attention {
+                wq: lin("attn_q", d, q)?,
+                wk: lin("attn_k", d, kv)?,
+                wv: lin("attn_v", d, kv)?,
+                wo: lin("attn_output", q, d)?,
+                n_heads: config.n_heads,
+                n_kv_heads: config.n_kv_heads,
+            },
+            ffn_norm: norm(gguf, &name("ffn_norm"), d, eps, device)?,
+            ffn: FeedForward {
+                gate: lin("ffn_gate", d, ff)?,
+                up: lin("ffn_up", d, ff)?,
+                down: lin("ffn_down", ff, d)?,
+            },
+        });
         progress(i + 1, total);
     }
-    let mut model = Llama {
+    let model = Llama {
         embedding,
         blocks,
-        norm: burn::nn::RmsNormConfig::new(d)
-            .with_epsilon(config.norm_eps)
-            .init(device),
+        norm: norm(gguf, "output_norm.weight", d, eps, device)?,
         lm_head,
-        rope: RotaryConfig::new(config.head_dim(), config.context_length)
+        rope: RotaryConfig::new(hd, config.context_length)
             .with_base(config.rope_base)
             .init(device),
     };
-    model.norm.gamma = vector(gguf, "output_norm.weight", d, device)?;
     progress(total, total);
     Ok(model)
 }
 
-/// A tensor's info and bytes, checked to have GGUF dims `dims`.
-fn tensor<'a>(
-    gguf: &'a GgufFile,
-    name: &str,
-    dims: &[usize],
-) -> Result<(&'a TensorInfo, &'a [u8]), LoadError> {
-    let (info, bytes) = gguf.tensor_data(name)?;
+/// Checks that a tensor has GGUF dims `dims`.
+fn check_dims(info: &TensorInfo, name: &str, dims: &[usize]) -> Result<(), LoadError> {
     let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
     if info.dims != expected {
         return Err(LoadError::Shape {
@@ -137,7 +137,7 @@ fn tensor<'a>(
             expected,
         });
     }
-    Ok((info, bytes))
+    Ok(())
 }
 
 /// Whether linear layers run on the project's CPU kernels (CPU devices) or on the
@@ -155,8 +155,8 @@ fn matrix(
     d_in: usize,
     d_out: usize,
 ) -> Result<QuantMatrix, LoadError> {
-    tensor(gguf, name, &[d_in, d_out])?;
     let (info, bytes, start) = gguf.shared_tensor(name)?;
+    check_dims(info, name, &[d_in, d_out])?;
     Ok(QuantMatrix::new(info.kind, d_out, d_in, bytes, start))
 }
 
@@ -166,22 +166,25 @@ fn linear(
     d_in: usize,
     d_out: usize,
     device: &Device,
+    cpu: bool,
 ) -> Result<QuantLinear, LoadError> {
     let m = matrix(gguf, name, d_in, d_out)?;
-    Ok(QuantLinearConfig::new(d_in, d_out).from_matrix(m, device, cpu_kernels(device)))
+    Ok(QuantLinearConfig::new(d_in, d_out).from_matrix(m, device, cpu))
 }
 
-fn vector(
+/// An RMSNorm whose gain is the vector `name` of length `n`.
+fn norm(
     gguf: &GgufFile,
     name: &str,
     n: usize,
+    eps: f64,
     device: &Device,
-) -> Result<Param<Tensor<1>>, LoadError> {
-    let (info, bytes) = tensor(gguf, name, &[n])?;
+) -> Result<RmsNorm, LoadError> {
+    let (info, bytes) = gguf.tensor_data(name)?;
+    check_dims(info, name, &[n])?;
     let mut values = vec![0f32; n];
     dequantize(info.kind, bytes, &mut values);
-    Ok(Param::from_tensor(Tensor::from_data(
-        TensorData::new(values, [n]),
-        device,
-    )))
+    let mut norm = RmsNormConfig::new(n).with_epsilon(eps).init(device);
+    norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(values, [n]), device));
+    Ok(norm)
 }

@@ -61,7 +61,7 @@ impl LlamaConfig {
         }
     }
 
-    pub(crate) fn init_block(&self, device: &Device) -> Block {
+    fn init_block(&self, device: &Device) -> Block {
         let (d, hd) = (self.d_model, self.head_dim());
         let lin = |i, o| QuantLinearConfig::new(i, o).init(device);
         let norm = || {
