@@ -14,6 +14,28 @@ use crate::llm_cmd;
 pub enum BenchCommand {
     /// Prompt processing and decode speed of the language model, in tokens per second.
     Llm(LlmBenchArgs),
+    /// Per-hop latency and throughput of the dataflow runtime's edges, next to bare
+    /// crossbeam channels in the same run, for small messages and 640x480 RGB frames.
+    Pipeline(PipelineBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PipelineBenchArgs {
+    /// Stages in the chain (source and sink included); hops = stages - 1.
+    #[arg(long, default_value_t = 5)]
+    pub stages: usize,
+    /// Messages per throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Messages per latency run (one in flight at a time).
+    #[arg(long, default_value_t = 5_000)]
+    pub pings: u64,
+    /// Alternating rounds of ours and the bare channels.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +59,7 @@ pub struct LlmBenchArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Llm(args) => llm(args),
+        BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
     }
 }
 

@@ -3,3 +3,4 @@
 
 pub mod device;
 pub mod models;
+pub mod vision;

@@ -1,7 +1,10 @@
 //! `percept`: the command-line front of the perception pipeline.
 
 mod bench;
+mod bench_pipeline;
+mod describe_cmd;
 mod llm_cmd;
+mod record_cmd;
 mod run_cmd;
 
 use std::path::PathBuf;
@@ -38,8 +41,13 @@ enum Command {
         #[command(subcommand)]
         command: llm_cmd::LlmCommand,
     },
+    /// Describe what a camera, a recording or image files show, one caption per scene.
+    Describe(describe_cmd::DescribeArgs),
     /// Run a dataflow graph described in a TOML file, until its sources end or Ctrl-C.
     Run(run_cmd::RunArgs),
+    /// Record sources (camera, microphone, text, or image and audio files) into a fixture
+    /// directory that `percept run` (kind "replay") and the apps' --replay play back.
+    Record(record_cmd::RecordArgs),
     /// Fetch, list and verify the models.
     Models {
         #[command(subcommand)]
@@ -111,6 +119,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Llm { command } => llm_cmd::run(command)?,
         Command::Bench { command } => bench::run(command)?,
         Command::Run(args) => run_cmd::run(args)?,
+        Command::Record(args) => record_cmd::run(args)?,
+        Command::Describe(args) => describe_cmd::run(args)?,
         Command::Models { command } => return models_cmd(command),
     }
     Ok(ExitCode::SUCCESS)

@@ -118,6 +118,26 @@ pub fn require(id: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The paths of all of a model's files, or an error telling how to get them.
+pub fn require_all(id: &str) -> Result<Vec<PathBuf>> {
+    let manifest = Manifest::builtin()?;
+    let entry = manifest.get(id)?;
+    entry
+        .files
+        .iter()
+        .map(|file| {
+            let path = file_path(entry, file);
+            if !path.is_file() {
+                bail!(
+                    "model '{id}' is not in the cache ({}); run `percept models pull {id}`",
+                    path.display()
+                );
+            }
+            Ok(path)
+        })
+        .collect()
+}
+
 /// State of one cached file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,20 +1,27 @@
 //! `percept run graph.toml`: builds a graph from a file and runs it until its sources end
 //! or Ctrl-C.
 //!
-//! The stage kinds available to graph files are listed in [`kinds`]; today they carry
-//! text. Kinds for frames, audio and the models join as their issues land.
+//! The stage kinds available to graph files are listed in [`kinds`]: sources of text,
+//! frames and audio (files, camera, microphone, fixture replay) and printing sinks. Edges
+//! carry [`Payload`]s whose port types the spec checked before anything started.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use pipeline::edge::EdgeProbe;
-use pipeline::metrics::LatencyHistogram;
+use pipeline::devices::{Presence, open_or_skip};
+use pipeline::edge::{Closed, EdgeProbe};
+use pipeline::fixture::{Fixture, Pace, ReplayClock};
+use pipeline::frame::Converter;
+use pipeline::media_file::{AudioFile, load_image};
 use pipeline::spec::{self, GraphSpec, KindInfo, StageSpec};
-use pipeline::{Envelope, Graph, Input, Monitor, Output, StageContext, StageResult, edge};
+use pipeline::{
+    AudioChunk, Envelope, Graph, Input, Monitor, Output, Payload, RawFrame, StageContext,
+    StageResult, edge,
+};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -31,30 +38,38 @@ pub enum MetricsFormat {
     Json,
 }
 
-type Text = Envelope<String>;
+type Item = Envelope<Payload>;
 
-/// The stage kinds a graph file may use.
+/// The stage kinds a graph file may use, with their ports and required parameters.
 pub fn kinds() -> BTreeMap<&'static str, KindInfo> {
-    let mut k = BTreeMap::new();
-    k.insert(
-        "text",
-        KindInfo {
-            inputs: vec![],
-            outputs: vec![("text", "text")],
-            required: vec!["path"],
-        },
-    );
-    for sink in ["stdout", "jsonl"] {
-        k.insert(
-            sink,
-            KindInfo {
-                inputs: vec![("in", "text")],
-                outputs: vec![],
-                required: vec![],
-            },
-        );
-    }
-    k
+    let kind = |inputs, outputs, required| KindInfo {
+        inputs,
+        outputs,
+        required,
+    };
+    BTreeMap::from([
+        ("text", kind(vec![], vec![("text", "text")], vec!["path"])),
+        (
+            "image",
+            kind(vec![], vec![("frame", "frame")], vec!["path"]),
+        ),
+        (
+            "audio-file",
+            kind(vec![], vec![("audio", "audio")], vec!["path"]),
+        ),
+        ("camera", kind(vec![], vec![("frame", "frame")], vec![])),
+        ("microphone", kind(vec![], vec![("audio", "audio")], vec![])),
+        (
+            "replay",
+            kind(
+                vec![],
+                vec![("frame", "frame"), ("audio", "audio"), ("text", "text")],
+                vec!["dir"],
+            ),
+        ),
+        ("stdout", kind(vec![("in", spec::ANY)], vec![], vec![])),
+        ("jsonl", kind(vec![("in", spec::ANY)], vec![], vec![])),
+    ])
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -62,33 +77,34 @@ pub fn run(args: RunArgs) -> Result<()> {
         .with_context(|| format!("cannot read graph file {}", args.graph.display()))?;
     let spec = spec::parse(&text, &kinds())
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.graph.display()))?;
+    let base = args.graph.parent().unwrap_or(std::path::Path::new("."));
     let mut graph = Graph::new();
     on_ctrl_c(graph.stop_handle());
 
     let (mut outputs, mut inputs, probes) = wire(&spec);
-    let latency = std::sync::Arc::new(std::sync::Mutex::new(LatencyHistogram::default()));
+    // Everything is checked and opened (files, devices) before any thread starts.
+    let mut bodies = Vec::new();
     for stage in &spec.stages {
-        let out = outputs.remove(&(stage.name.clone(), "text".into()));
+        let outs: HashMap<String, Output<Item>> = outputs
+            .extract_if(|(name, _), _| *name == stage.name)
+            .map(|((_, port), out)| (port, out))
+            .collect();
         let input = inputs.remove(&(stage.name.clone(), "in".into()));
-        let body = build(stage, out, input, latency.clone())?;
-        graph.spawn(&stage.name, body)?;
+        bodies.push((stage.name.clone(), build(stage, base, outs, input)?));
+    }
+    for (name, body) in bodies {
+        graph.spawn(&name, body)?;
     }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = graph.monitor();
     let reporter = args.metrics.map(|format| {
-        let (probes, latency, done) = (probes.clone(), latency.clone(), done.clone());
-        let monitor = monitor.clone();
+        let (probes, done, monitor) = (probes.clone(), done.clone(), monitor.clone());
         std::thread::spawn(move || {
             let mut last = Instant::now();
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= Duration::from_secs(5) {
-                    report(
-                        format,
-                        &monitor,
-                        &probes,
-                        &latency.lock().unwrap_or_else(|p| p.into_inner()),
-                    );
+                    report(format, &monitor, &probes);
                     last = Instant::now();
                 }
             }
@@ -98,19 +114,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     done.store(true, std::sync::atomic::Ordering::Release);
     if let (Some(format), Some(reporter)) = (args.metrics, reporter) {
         let _ = reporter.join();
-        report(
-            format,
-            &monitor,
-            &probes,
-            &latency.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        report(format, &monitor, &probes);
     }
     result.map_err(Into::into)
 }
 
 /// Ctrl-C stops the graph the orderly way (sources stop, everything drains). A second
 /// Ctrl-C ends the process at once.
-fn on_ctrl_c(stop: pipeline::StopHandle) {
+pub(crate) fn on_ctrl_c(stop: pipeline::StopHandle) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     extern "C" fn handler(_: libc::c_int) {
@@ -135,12 +146,12 @@ fn on_ctrl_c(stop: pipeline::StopHandle) {
 }
 
 type Ports = (
-    HashMap<(String, String), Output<Text>>,
-    HashMap<(String, String), Input<Text>>,
-    Vec<(String, EdgeProbe<Text>)>,
+    HashMap<(String, String), Output<Item>>,
+    HashMap<(String, String), Input<Item>>,
+    Vec<(String, EdgeProbe<Item>)>,
 );
 
-/// One channel per edge. (Every port carries text today; typed ports come with frames.)
+/// One channel per edge; the spec checked that the types of its two ends agree.
 fn wire(spec: &GraphSpec) -> Ports {
     let (mut outs, mut ins, mut probes) = (HashMap::new(), HashMap::new(), Vec::new());
     for e in &spec.edges {
@@ -155,106 +166,271 @@ fn wire(spec: &GraphSpec) -> Ports {
 
 type Body = Box<dyn FnOnce(StageContext) -> StageResult + Send>;
 
+/// A stage's parameters, read with the line of the stage in every error.
+struct Params<'a> {
+    stage: &'a StageSpec,
+    base: &'a Path,
+}
+
+impl Params<'_> {
+    fn fail(&self, what: String) -> anyhow::Error {
+        anyhow::anyhow!(
+            "line {}: stage '{}': {what}",
+            self.stage.line,
+            self.stage.name
+        )
+    }
+
+    fn str(&self, key: &str) -> Result<Option<String>> {
+        match self.stage.params.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| self.fail(format!("'{key}' must be a string"))),
+        }
+    }
+
+    /// A path parameter, relative to the graph file ("-" stays stdin).
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let p = self
+            .str(key)?
+            .ok_or_else(|| self.fail(format!("'{key}' is missing")))?;
+        Ok(if p == "-" {
+            p.into()
+        } else {
+            self.base.join(p)
+        })
+    }
+
+    fn uint(&self, key: &str, default: u32) -> Result<u32> {
+        match self.stage.params.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_integer()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| self.fail(format!("'{key}' must be a whole number"))),
+        }
+    }
+
+    fn presence(&self) -> Result<Presence> {
+        match self.stage.params.get("optional") {
+            None => Ok(Presence::Required),
+            Some(toml::Value::Boolean(true)) => Ok(Presence::Optional),
+            Some(toml::Value::Boolean(false)) => Ok(Presence::Required),
+            Some(_) => Err(self.fail("'optional' must be true or false".into())),
+        }
+    }
+}
+
+/// Sends on an output if it is connected; an unconnected output swallows its items.
+/// (Sources count what they emit themselves.)
+fn sender<T>(
+    out: Option<Output<Item>>,
+    wrap: fn(T) -> Payload,
+) -> impl FnMut(Envelope<T>) -> Result<(), Closed> {
+    move |item| match &out {
+        Some(out) => out.send(item.map(wrap)),
+        None => Ok(()),
+    }
+}
+
+/// Converts raw frames as live capture does (dropping and counting bad ones) and sends
+/// the good ones.
+fn frame_sender(out: Option<Output<Item>>) -> impl FnMut(Envelope<RawFrame>) -> Result<(), Closed> {
+    let mut send = sender(out, Payload::Frame);
+    let mut converter = Converter::default();
+    move |raw| match converter.convert(raw) {
+        Some(frame) => send(frame),
+        None => Ok(()),
+    }
+}
+
 fn build(
     stage: &StageSpec,
-    out: Option<Output<Text>>,
-    input: Option<Input<Text>>,
-    latency: std::sync::Arc<std::sync::Mutex<LatencyHistogram>>,
+    base: &Path,
+    mut outs: HashMap<String, Output<Item>>,
+    input: Option<Input<Item>>,
 ) -> Result<Body> {
+    let p = Params { stage, base };
+    let mut out = |port: &str| outs.remove(port);
     Ok(match stage.kind.as_str() {
         "text" => {
-            let Some(path) = stage.params["path"].as_str().map(str::to_owned) else {
-                bail!(
-                    "line {}: stage '{}': 'path' must be a string",
-                    stage.line,
-                    stage.name
-                );
-            };
-            Box::new(move |ctx| text_source(ctx, &path, out))
-        }
-        sink @ ("stdout" | "jsonl") => {
-            let json = sink == "jsonl";
-            let input = input.expect("the spec checked that every input is fed");
+            let (path, out) = (p.path("path")?, out("text"));
             Box::new(move |ctx| {
-                let mut stdout = std::io::stdout().lock();
-                for item in input {
-                    ctx.item_in();
-                    let age = item.age();
-                    latency
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record(age);
-                    ctx.busy(|| {
-                        if json {
-                            let v = serde_json::json!({
-                                "seq": item.seq, "text": item.payload,
-                                "latency_ms": age.as_secs_f64() * 1e3,
-                            });
-                            writeln!(stdout, "{v}")
-                        } else {
-                            writeln!(stdout, "{}", item.payload)
-                        }
-                    })?;
+                let send = sender(out, Payload::Text);
+                pipeline::text::text_source(&ctx, &path.to_string_lossy(), send)
+            })
+        }
+        "image" => {
+            let frame = load_image(&p.path("path")?)?;
+            let out = out("frame");
+            Box::new(move |ctx| {
+                let mut send = sender(out, Payload::Frame);
+                send(Envelope::new(0, Instant::now(), frame))?;
+                ctx.item_out();
+                Ok(())
+            })
+        }
+        "audio-file" => {
+            let path = p.path("path")?;
+            let mut file = AudioFile::open(&path)?;
+            let out = out("audio");
+            Box::new(move |ctx| {
+                let mut send = sender(out, Payload::Audio);
+                let mut seq = 0;
+                while let Some(samples) = file.next_samples()? {
+                    if ctx.stopped() {
+                        break;
+                    }
+                    let chunk = AudioChunk::new(pipeline::audio::SAMPLE_RATE, samples);
+                    send(Envelope::new(seq, Instant::now(), chunk))?;
+                    ctx.item_out();
+                    seq += 1;
                 }
                 Ok(())
             })
+        }
+        "replay" => {
+            let fixture = Fixture::open(&p.path("dir")?)?;
+            let pace = match p.str("pace")?.as_deref() {
+                None | Some("recorded") => Pace::Recorded,
+                Some("fast") => Pace::Fast,
+                Some(other) => {
+                    return Err(p.fail(format!("pace '{other}': use \"recorded\" or \"fast\"")));
+                }
+            };
+            let (frames, audio, text) = (out("frame"), out("audio"), out("text"));
+            Box::new(move |ctx| replay(&ctx, &fixture, pace, frames, audio, text))
+        }
+        "camera" => camera_stage(&p, out("frame"))?,
+        "microphone" => microphone_stage(&p, out("audio"))?,
+        sink @ ("stdout" | "jsonl") => {
+            let json = sink == "jsonl";
+            let input = input.context("the spec checked that every input is fed")?;
+            Box::new(move |ctx| print_sink(&ctx, input, json))
         }
         other => bail!("line {}: kind '{other}' has no implementation", stage.line),
     })
 }
 
-/// Lines of a file (or stdin for "-"), one message each.
-fn text_source(ctx: StageContext, path: &str, out: Option<Output<Text>>) -> StageResult {
-    let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if path == "-" {
-        Box::new(stdin_lines(ctx.clone()))
-    } else {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
-        Box::new(std::io::BufReader::new(file).lines())
+/// Every stream of a fixture, each on its own thread, on one clock.
+fn replay(
+    ctx: &StageContext,
+    fixture: &Fixture,
+    pace: Pace,
+    frames: Option<Output<Item>>,
+    audio: Option<Output<Item>>,
+    text: Option<Output<Item>>,
+) -> StageResult {
+    let clock = ReplayClock::new(pace);
+    std::thread::scope(|s| {
+        let mut jobs: Vec<std::thread::ScopedJoinHandle<'_, StageResult>> = Vec::new();
+        if let (Some(out), Some(stream)) = (frames, fixture.first("frames")) {
+            let name = stream.name().to_owned();
+            let send = frame_sender(Some(out));
+            jobs.push(s.spawn(move || fixture.replay_frames(ctx, &name, clock, send)));
+        }
+        if let (Some(out), Some(stream)) = (audio, fixture.first("audio")) {
+            let name = stream.name().to_owned();
+            let send = sender(Some(out), Payload::Audio);
+            jobs.push(s.spawn(move || fixture.replay_audio(ctx, &name, clock, 1600, send)));
+        }
+        if let (Some(out), Some(stream)) = (text, fixture.first("text")) {
+            let name = stream.name().to_owned();
+            let send = sender(Some(out), Payload::Text);
+            jobs.push(s.spawn(move || fixture.replay_text(ctx, &name, clock, send)));
+        }
+        for job in jobs {
+            job.join().map_err(|_| "a replay thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(feature = "camera")]
+fn camera_stage(p: &Params, out: Option<Output<Item>>) -> Result<Body> {
+    use pipeline::camera::{CameraConfig, camera_source, check};
+    let d = CameraConfig::default();
+    let config = CameraConfig {
+        index: p.uint("index", d.index)?,
+        width: p.uint("width", d.width)?,
+        height: p.uint("height", d.height)?,
+        fps: p.uint("fps", d.fps)?,
     };
-    for (seq, line) in lines.enumerate() {
-        if ctx.stopped() {
-            break;
-        }
-        let line = line.map_err(|e| format!("{path} line {}: {e}", seq + 1))?;
-        if let Some(out) = &out {
-            out.send(Envelope::new(seq as u64, Instant::now(), line))?;
-            ctx.item_out();
-        }
+    let present =
+        open_or_skip(p.presence()?, || check(config)).map_err(|e| p.fail(e.to_string()))?;
+    Ok(Box::new(move |ctx| match present {
+        Some(()) => camera_source(&ctx, config, frame_sender(out)),
+        None => Ok(()),
+    }))
+}
+
+#[cfg(not(feature = "camera"))]
+fn camera_stage(p: &Params, _: Option<Output<Item>>) -> Result<Body> {
+    Err(p.fail("this build has no camera support (cargo feature 'camera')".into()))
+}
+
+#[cfg(feature = "mic")]
+fn microphone_stage(p: &Params, out: Option<Output<Item>>) -> Result<Body> {
+    use pipeline::microphone::{Microphone, microphone_source};
+    let host = cpal::default_host();
+    let name = p.str("device")?;
+    let mic = open_or_skip(p.presence()?, || Microphone::open(&host, name.as_deref()))
+        .map_err(|e| p.fail(e.to_string()))?;
+    Ok(Box::new(move |ctx| {
+        let Some(mic) = mic else { return Ok(()) };
+        // The microphone's own rate, brought to 16 kHz as it comes.
+        let mut to16k = pipeline::audio::To16k::default();
+        let mut send = sender(out, Payload::Audio);
+        microphone_source(&ctx, mic, |chunk| {
+            for out in to16k.push(chunk).map_err(|_| Closed)? {
+                send(out)?;
+            }
+            Ok(())
+        })
+    }))
+}
+
+#[cfg(not(feature = "mic"))]
+fn microphone_stage(p: &Params, _: Option<Output<Item>>) -> Result<Body> {
+    Err(p.fail("this build has no microphone support (cargo feature 'mic')".into()))
+}
+
+/// The human-readable and the JSON-lines sinks.
+fn print_sink(ctx: &StageContext, input: Input<Item>, json: bool) -> StageResult {
+    let mut stdout = std::io::stdout().lock();
+    for item in input {
+        ctx.item_in();
+        let age = item.age();
+        ctx.busy(|| {
+            if json {
+                let mut v = serde_json::json!({
+                    "seq": item.seq, "type": item.payload.port_type(),
+                    "latency_ms": age.as_secs_f64() * 1e3,
+                });
+                match &item.payload {
+                    Payload::Text(t) => v["text"] = t.as_str().into(),
+                    Payload::Frame(f) => {
+                        v["width"] = f.width.into();
+                        v["height"] = f.height.into();
+                    }
+                    Payload::Audio(a) => {
+                        v["samples"] = a.samples.len().into();
+                        v["sample_rate"] = a.sample_rate.into();
+                    }
+                }
+                writeln!(stdout, "{v}")
+            } else {
+                writeln!(stdout, "{}", item.payload.summary())
+            }
+        })?;
+        ctx.record_latency(item.captured);
     }
     Ok(())
 }
 
-/// Stdin's lines, ending when stdin does or when the graph stops. A read from a terminal
-/// blocks and cannot be interrupted, so it happens on a helper thread and this side waits
-/// in slices, looking at the stop flag; the helper ends with the process.
-fn stdin_lines(ctx: StageContext) -> impl Iterator<Item = std::io::Result<String>> {
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    std::iter::from_fn(move || {
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => return Some(line),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if ctx.stopped() => return None,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            }
-        }
-    })
-}
-
-fn report(
-    format: MetricsFormat,
-    monitor: &Monitor,
-    probes: &[(String, EdgeProbe<Text>)],
-    latency: &LatencyHistogram,
-) {
-    let p = latency.percentiles();
+fn report(format: MetricsFormat, monitor: &Monitor, probes: &[(String, EdgeProbe<Item>)]) {
     let stages = monitor.stages();
     match format {
         MetricsFormat::Json => {
@@ -267,13 +443,13 @@ fn report(
                     "dropped": s.dropped, "queued": s.queued});
                 eprintln!("{v}");
             }
-            eprintln!("{}", serde_json::json!({ "end_to_end_latency": p }));
         }
         MetricsFormat::Text => {
             for s in &stages {
+                let p = &s.latency;
                 eprintln!(
-                    "stage {}: in {} out {} busy {:.1} ms",
-                    s.stage, s.items_in, s.items_out, s.busy_ms
+                    "stage {}: in {} out {} busy {:.1} ms; latency since capture p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms",
+                    s.stage, s.items_in, s.items_out, s.busy_ms, p.p50_ms, p.p95_ms, p.p99_ms
                 );
             }
             for (name, probe) in probes {
@@ -283,10 +459,6 @@ fn report(
                     s.sent, s.received, s.dropped, s.queued
                 );
             }
-            eprintln!(
-                "end-to-end latency over {} items: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-                p.count, p.p50_ms, p.p95_ms, p.p99_ms
-            );
         }
     }
 }

@@ -134,9 +134,14 @@ fn models_verify_and_list_report_a_missing_model() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("missing"));
     let out = run(&["models", "list", "--json"]);
     assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["id"], "smollm2-135m-instruct");
-    assert_eq!(v["present"], false);
+    let models: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(models[0]["id"], "smollm2-135m-instruct");
+    assert!(models.len() >= 4);
+    assert!(models.iter().all(|m| m["present"] == false));
     let out = run(&["chat", "hi"]);
     assert!(
         stderr(&out).contains("run `percept models pull smollm2-135m-instruct`"),
@@ -282,4 +287,155 @@ fn sigint_stops_a_graph_waiting_on_stdin_in_order() {
     );
     assert!(status.success(), "an orderly stop exits 0: {status:?}");
     drop(stdin);
+}
+
+fn write_graph(dir: &Path, text: &str) -> std::path::PathBuf {
+    let graph = dir.join("graph.toml");
+    std::fs::write(&graph, text).unwrap();
+    graph
+}
+
+#[test]
+fn a_missing_camera_is_a_clear_error_or_a_warning_when_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "still here\n").unwrap();
+    let graph = |optional: bool| {
+        write_graph(
+            dir.path(),
+            &format!(
+                "[[stage]]\nname = \"cam\"\nkind = \"camera\"\noptional = {optional}\n\n\
+                 [[stage]]\nname = \"lines\"\nkind = \"text\"\npath = \"in.txt\"\n\n\
+                 [[stage]]\nname = \"frames\"\nkind = \"stdout\"\n\n\
+                 [[stage]]\nname = \"out\"\nkind = \"stdout\"\n\n\
+                 [[edge]]\nfrom = \"cam.frame\"\nto = \"frames.in\"\npolicy = \"latest\"\n\n\
+                 [[edge]]\nfrom = \"lines.text\"\nto = \"out.in\"\n"
+            ),
+        )
+    };
+    // These machines have no camera (DESIGN.md).
+    let out = percept(&["run", graph(false).to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 1: stage 'cam': no camera found; available: none"),
+        "{}",
+        stderr(&out)
+    );
+    let out = percept(&["run", graph(true).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("warning: no camera found; available: none; the graph runs without it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
+}
+
+#[test]
+fn record_from_files_then_replay_through_a_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    // Two frames: a JPEG (kept as MJPEG bytes) and a PNG (stored as RGB).
+    let jpg = dir.path().join("a.jpg");
+    let png = dir.path().join("b.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 10, 10]))
+        .save(&jpg)
+        .unwrap();
+    image::RgbImage::from_pixel(8, 6, image::Rgb([1, 2, 3]))
+        .save(&png)
+        .unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "a red frame\nthen a dark one\n").unwrap();
+    let rec = dir.path().join("rec");
+    let out = percept(&[
+        "record",
+        "--out",
+        rec.to_str().unwrap(),
+        "--image",
+        jpg.to_str().unwrap(),
+        png.to_str().unwrap(),
+        "--frame-interval-ms",
+        "50",
+        "--audio",
+        fixtures.join("audio/tone440.ogg").to_str().unwrap(),
+        "--text",
+        notes.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index = std::fs::read_to_string(rec.join("camera.jsonl")).unwrap();
+    assert!(
+        index.contains("\"MJPG\"") && index.contains("\"RGB3\""),
+        "{index}"
+    );
+
+    let graph = write_graph(
+        dir.path(),
+        &format!(
+            "[[stage]]\nname = \"replay\"\nkind = \"replay\"\ndir = {:?}\npace = \"fast\"\n\n\
+             [[stage]]\nname = \"out\"\nkind = \"jsonl\"\n\n\
+             [[stage]]\nname = \"sound\"\nkind = \"jsonl\"\n\n\
+             [[edge]]\nfrom = \"replay.frame\"\nto = \"out.in\"\n\n\
+             [[edge]]\nfrom = \"replay.audio\"\nto = \"sound.in\"\n",
+            rec.to_str().unwrap()
+        ),
+    );
+    let out = percept(&["run", graph.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let frames: Vec<(u64, u64)> = lines
+        .iter()
+        .filter(|v| v["type"] == "frame")
+        .map(|v| (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(frames, [(40, 30), (8, 6)]);
+    // The replayed audio is what the decoder makes of the file, at its own 44.1 kHz.
+    let mut file =
+        pipeline::media_file::AudioFile::open(&fixtures.join("audio/tone440.ogg")).unwrap();
+    let mut decoded = 0;
+    while let Some(chunk) = file.next_native().unwrap() {
+        decoded += chunk.samples.len() as u64;
+    }
+    let samples: u64 = lines
+        .iter()
+        .filter(|v| v["type"] == "audio")
+        .map(|v| {
+            assert_eq!(v["sample_rate"], 44_100);
+            v["samples"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(samples, decoded);
+}
+
+#[test]
+fn bench_pipeline_reports_both_channel_kinds_for_both_payloads() {
+    let out = percept(&[
+        "bench",
+        "pipeline",
+        "--messages",
+        "2000",
+        "--pings",
+        "100",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r["payload"].to_string(), r["channels"].to_string()))
+        .collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    for r in &rows {
+        assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["hop_p50_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }

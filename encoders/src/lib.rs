@@ -1,1 +1,9 @@
-//! Vision and audio encoders. Filled by the vision and audio issues.
+//! percept's encoders, in burn: what a frame shows ([`vision`]: EfficientNet-Lite0) and,
+//! with the audio issue, what a microphone hears. They know nothing of the pipeline or
+//! the language model: the root package wraps them as stages, `fusion` turns their
+//! outputs into prefix embeddings.
+//!
+//! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle).
+
+pub mod torch_pickle;
+pub mod vision;

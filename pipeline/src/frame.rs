@@ -157,27 +157,45 @@ pub struct ConversionCounts {
     pub dropped: u64,
 }
 
+/// Converts raw frames one by one, as live capture and replay both do: a frame that does
+/// not convert is dropped, counted and logged, and the stream goes on.
+#[derive(Debug, Default)]
+pub struct Converter {
+    pub counts: ConversionCounts,
+}
+
+impl Converter {
+    pub fn convert(&mut self, raw: Envelope<RawFrame>) -> Option<Envelope<Frame>> {
+        match raw.payload.to_rgb() {
+            Ok(frame) => {
+                self.counts.converted += 1;
+                Some(Envelope::new(raw.seq, raw.captured, frame))
+            }
+            Err(e) => {
+                self.counts.dropped += 1;
+                eprintln!(
+                    "warning: frame {} dropped ({} so far): {e}",
+                    raw.seq, self.counts.dropped
+                );
+                None
+            }
+        }
+    }
+}
+
 /// The conversion stage: raw frames in, RGB frames out. A frame that does not convert is
 /// dropped, counted and logged, and the stream goes on.
 pub fn convert_stream(
     input: Input<Envelope<RawFrame>>,
     output: &Output<Envelope<Frame>>,
 ) -> Result<ConversionCounts, Closed> {
-    let mut counts = ConversionCounts::default();
+    let mut converter = Converter::default();
     for raw in input {
-        let seq = raw.seq;
-        match raw.payload.to_rgb() {
-            Ok(frame) => {
-                output.send(Envelope::new(seq, raw.captured, frame))?;
-                counts.converted += 1;
-            }
-            Err(e) => {
-                counts.dropped += 1;
-                eprintln!("warning: frame {seq} dropped: {e}");
-            }
+        if let Some(frame) = converter.convert(raw) {
+            output.send(frame)?;
         }
     }
-    Ok(counts)
+    Ok(converter.counts)
 }
 
 /// YUYV 4:2:2 to RGB, BT.601 limited range, in integer arithmetic (8-bit fixed point).

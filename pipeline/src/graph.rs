@@ -15,6 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::edge::Closed;
+use crate::metrics::{LatencyHistogram, Percentiles};
 
 /// What a stage returns; any error type will do.
 pub type StageResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -50,6 +51,8 @@ pub struct StageCounters {
     items_in: AtomicU64,
     items_out: AtomicU64,
     busy_ns: AtomicU64,
+    /// Age of items (since capture) as this stage sends them on, or as a sink finishes them.
+    latency: Mutex<LatencyHistogram>,
 }
 
 /// A snapshot of one stage's counters.
@@ -59,6 +62,7 @@ pub struct StageStats {
     pub items_in: u64,
     pub items_out: u64,
     pub busy_ms: f64,
+    pub latency: Percentiles,
 }
 
 /// What a stage's thread gets: its name, the stop flag that sources poll, and its counters.
@@ -87,6 +91,21 @@ impl StageContext {
     /// Counts an item sent on an output.
     pub fn item_out(&self) {
         self.counters.items_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an item sent on an output and records its age since capture.
+    pub fn item_out_since(&self, captured: Instant) {
+        self.item_out();
+        self.record_latency(captured);
+    }
+
+    /// Records the age of an item since capture: what a sink calls as it finishes one.
+    pub fn record_latency(&self, captured: Instant) {
+        self.counters
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(captured.elapsed());
     }
 
     /// Runs `work`, counting its time as busy (as opposed to waiting on an edge).
@@ -118,6 +137,11 @@ impl Monitor {
                 items_in: c.items_in.load(Ordering::Relaxed),
                 items_out: c.items_out.load(Ordering::Relaxed),
                 busy_ms: c.busy_ns.load(Ordering::Relaxed) as f64 / 1e6,
+                latency: c
+                    .latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .percentiles(),
             })
             .collect()
     }

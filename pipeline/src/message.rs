@@ -34,3 +34,32 @@ impl<T> Envelope<T> {
         self.captured.elapsed()
     }
 }
+
+/// What a graph file's edges carry: its port types are the variants' names ("text",
+/// "frame", "audio"), checked to match before the graph starts, so a stage never meets
+/// a payload of the wrong kind. Graphs built in code use their own types directly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Text(String),
+    Frame(crate::frame::Frame),
+    Audio(crate::audio::AudioChunk),
+}
+
+impl Payload {
+    pub fn port_type(&self) -> &'static str {
+        match self {
+            Payload::Text(_) => "text",
+            Payload::Frame(_) => "frame",
+            Payload::Audio(_) => "audio",
+        }
+    }
+
+    /// One line for a human: the text itself, or what the frame or chunk is.
+    pub fn summary(&self) -> String {
+        match self {
+            Payload::Text(t) => t.clone(),
+            Payload::Frame(f) => format!("frame {}x{}", f.width, f.height),
+            Payload::Audio(a) => format!("audio {:.3} s at {} Hz", a.duration_s(), a.sample_rate),
+        }
+    }
+}

@@ -27,8 +27,10 @@ use toml::Spanned;
 
 use crate::edge::{EdgeConfig, Policy};
 
-/// The type of what travels through a port; only equal types may be joined.
+/// The type of what travels through a port; only equal types may be joined, except that
+/// an input of type [`ANY`] (a sink that prints anything) takes every type.
 pub type PortType = &'static str;
+pub const ANY: PortType = "any";
 
 /// What the runtime knows about a kind of stage.
 #[derive(Debug, Clone)]
@@ -197,7 +199,7 @@ pub fn parse(text: &str, kinds: &BTreeMap<&str, KindInfo>) -> Result<GraphSpec, 
         };
         let (from, from_ty) = port(&e.from, true)?;
         let (to, to_ty) = port(&e.to, false)?;
-        if from_ty != to_ty {
+        if from_ty != to_ty && to_ty != ANY {
             return Err(err(
                 at,
                 format!(

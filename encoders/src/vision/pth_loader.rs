@@ -1,0 +1,136 @@
+//! Maps the tensors of the EfficientNet-PyTorch state dict (legacy torch pickle, read by
+//! [`crate::torch_pickle`]) onto [`EfficientNet`], folding each batch norm into its
+//! convolution. Every tensor's shape is checked against the configuration.
+
+use std::collections::HashMap;
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::efficientnet::{
+    ConvBn, ConvBnConfig, EfficientNet, EfficientNetConfig, MbConv, fold_batch_norm,
+};
+use crate::torch_pickle::TorchTensor;
+
+/// Batch-norm epsilon of the TensorFlow-trained weights (1e-5 classifies the test photos
+/// less confidently and fits the stored running statistics worse; see the vision tests).
+pub const BN_EPS: f32 = 1e-3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    #[error("the weight file has no tensor '{0}'")]
+    Missing(String),
+    #[error("tensor '{name}' has shape {got:?}, the model needs {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+}
+
+struct Tensors(HashMap<String, TorchTensor>);
+
+impl Tensors {
+    fn get(&self, name: &str, want: &[usize]) -> Result<&[f32], WeightError> {
+        let t = self
+            .0
+            .get(name)
+            .ok_or_else(|| WeightError::Missing(name.into()))?;
+        if t.shape != want {
+            return Err(WeightError::Shape {
+                name: name.into(),
+                got: t.shape.clone(),
+                want: want.to_vec(),
+            });
+        }
+        Ok(&t.data)
+    }
+
+    /// Convolution `conv` followed by batch norm `bn`, folded.
+    fn conv_bn(
+        &self,
+        conv: &str,
+        bn: &str,
+        config: &ConvBnConfig,
+        device: &Device,
+    ) -> Result<ConvBn, WeightError> {
+        let shape = config.weight_shape();
+        let out = [shape[0]];
+        let w = self.get(&format!("{conv}.weight"), &shape)?;
+        let p = |field: &str| self.get(&format!("{bn}.{field}"), &out);
+        let (w, b) = fold_batch_norm(
+            w,
+            p("weight")?,
+            p("bias")?,
+            p("running_mean")?,
+            p("running_var")?,
+            BN_EPS,
+        );
+        Ok(config.with_weights(
+            Tensor::from_data(TensorData::new(w, shape), device),
+            Tensor::from_data(TensorData::new(b, out), device),
+        ))
+    }
+}
+
+/// Builds the model from the file's tensors (in the EfficientNet-PyTorch layout:
+/// `_conv_stem`, `_bn0`, `_blocks.N._{expand,depthwise,project}_conv` with `_bn0/1/2`,
+/// `_conv_head`, `_bn1`, `_fc`).
+pub fn load_efficientnet(
+    tensors: Vec<TorchTensor>,
+    device: &Device,
+) -> Result<EfficientNet, WeightError> {
+    let t = Tensors(tensors.into_iter().map(|t| (t.name.clone(), t)).collect());
+    let config = EfficientNetConfig::new();
+    let stem = t.conv_bn("_conv_stem", "_bn0", &config.stem_config(), device)?;
+    let blocks = config
+        .block_configs()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let name = |part: &str| format!("_blocks.{i}.{part}");
+            let expand = match b.expand_config() {
+                Some(c) => Some(t.conv_bn(&name("_expand_conv"), &name("_bn0"), &c, device)?),
+                None => None,
+            };
+            Ok(MbConv {
+                expand,
+                depthwise: t.conv_bn(
+                    &name("_depthwise_conv"),
+                    &name("_bn1"),
+                    &b.depthwise_config(),
+                    device,
+                )?,
+                project: t.conv_bn(
+                    &name("_project_conv"),
+                    &name("_bn2"),
+                    &b.project_config(),
+                    device,
+                )?,
+                skip: b.skip(),
+            })
+        })
+        .collect::<Result<Vec<_>, WeightError>>()?;
+    let head = t.conv_bn("_conv_head", "_bn1", &config.head_config(), device)?;
+    let fc = config.classifier_config();
+    let (d_in, d_out) = (fc.d_input, fc.d_output);
+    // torch keeps [out, in]; burn's Linear multiplies by [in, out].
+    let w = t.get("_fc.weight", &[d_out, d_in])?;
+    let weight =
+        Tensor::<2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), device).transpose();
+    let bias = t.get("_fc.bias", &[d_out])?;
+    let classifier = Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias.to_vec(), [d_out]),
+            device,
+        ))),
+    };
+    Ok(EfficientNet {
+        stem,
+        blocks,
+        head,
+        classifier,
+    })
+}
