@@ -17,6 +17,25 @@ pub enum BenchCommand {
     /// Per-hop latency and throughput of the dataflow runtime's edges, next to bare
     /// crossbeam channels in the same run, for small messages and 640x480 RGB frames.
     Pipeline(PipelineBenchArgs),
+    /// Vision encoder time per frame: a 640x480 frame through pre-processing and
+    /// EfficientNet-Lite0 (the frame and its three regions).
+    Vision(VisionBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VisionBenchArgs {
+    /// Timed frames after two warm-up frames.
+    #[arg(short = 'r', long, default_value_t = 20)]
+    pub reps: usize,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the encoder runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: percept::device::DeviceChoice,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +79,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Llm(args) => llm(args),
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
+        BenchCommand::Vision(args) => vision(args),
     }
 }
 
@@ -131,6 +151,50 @@ fn llm(args: LlmBenchArgs) -> Result<()> {
         println!(
             "| {dev:<6} | {threads:>7} | tg{:<4} | {tg_mean:>8.2} ± {tg_sd:<5.2} |",
             args.generate
+        );
+    }
+    Ok(())
+}
+
+fn vision(args: VisionBenchArgs) -> Result<()> {
+    let device = percept::device::select(args.device, args.threads)?;
+    let encoder = percept::vision::load(&device)?;
+    // A deterministic 640x480 picture with structure at every scale.
+    let (w, h) = (640u32, 480u32);
+    let rgb: Vec<u8> = (0..w * h * 3)
+        .map(|i| ((i % 3 * 85) ^ (i / 3 % w) ^ (i / 3 / w)) as u8)
+        .collect();
+    let image = encoders::vision::RgbImage {
+        width: w,
+        height: h,
+        rgb: &rgb,
+    };
+    let mut times = Vec::new();
+    for rep in 0..args.reps + 2 {
+        let started = Instant::now();
+        let scene = encoder.encode(image)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(scene.whole.probs.len(), 1000);
+        if rep >= 2 {
+            times.push(ms);
+        }
+    }
+    let (mean, sd) = mean_sd(&times);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let threads = rayon::current_num_threads();
+    let dev = format!("{:?}", args.device).to_lowercase();
+    if args.json {
+        let v = serde_json::json!({"device": dev, "threads": threads, "frame": "640x480",
+            "ms_per_frame_mean": mean, "ms_per_frame_sd": sd, "ms_per_frame_median": median,
+            "reps": args.reps});
+        println!("{v}");
+    } else {
+        println!(
+            "vision encoder on {dev}, {threads} threads: {median:.1} ms per 640x480 frame \
+             (median; mean {mean:.1} ± {sd:.1}, {} frames)",
+            args.reps
         );
     }
     Ok(())
