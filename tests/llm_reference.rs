@@ -148,10 +148,6 @@ fn chat_prompt_logits_match_llama_cpp_on_ndarray() {
     assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"), 0.5);
 }
 
-/// The 0.5 bound is for the chat prompt. After this 5-token prompt with no BOS,
-/// every implementation we tried (ours, and numpy in f64 with and without llama.cpp's 8-bit
-/// activations and f16 K/V) sits 0.6 to 0.9 below llama.cpp on average while agreeing on the
-/// order: the bound here is what we can show, not the chat prompt's.
 /// On the GPU path (dense f32 weights, activations rounded as the CPU kernels do). Without
 /// a GPU this runs on Mesa's llvmpipe Vulkan device, which `scripts/setup` installs.
 #[test]
@@ -163,6 +159,10 @@ fn chat_prompt_logits_match_llama_cpp_on_wgpu() {
     assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"), 0.5);
 }
 
+/// The 0.5 bound is for the chat prompt. After this 5-token prompt with no BOS,
+/// every implementation we tried (ours, and numpy in f64 with and without llama.cpp's 8-bit
+/// activations and f16 K/V) sits 0.6 to 0.9 below llama.cpp on average while agreeing on the
+/// order: the bound here is what we can show, not the chat prompt's.
 #[test]
 fn plain_prompt_logits_match_llama_cpp() {
     let ours = flex_model().logits("The capital of France is").unwrap();

@@ -285,3 +285,33 @@ fn odd_images_are_processed_or_refused_clearly() {
             .is_err()
     );
 }
+
+/// The same network on the wgpu device (in CI: Mesa's llvmpipe software Vulkan; with a GPU,
+/// the GPU) gives the CPU's features and probabilities.
+#[test]
+fn wgpu_device_matches_the_cpu() {
+    let device = percept::device::select(percept::device::DeviceChoice::Wgpu, 0).unwrap();
+    let gpu = percept::vision::load(&device).unwrap();
+    let on_gpu = gpu.encode_input(chelsea_input());
+    let on_cpu = encoder().encode_input(chelsea_input());
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    // Features are ReLU6 outputs averaged (0..6); probabilities 0..1.
+    let f = worst(&on_gpu.whole.feature, &on_cpu.whole.feature);
+    let p = worst(&on_gpu.whole.probs, &on_cpu.whole.probs);
+    assert!(
+        f < 1e-3 && p < 1e-4,
+        "feature diff {f}, probability diff {p}"
+    );
+    let classes = |s: &encoders::vision::Scene| -> Vec<usize> {
+        s.whole.labels.iter().map(|l| l.class).collect()
+    };
+    assert_eq!(classes(&on_gpu), classes(&on_cpu));
+    for ((_, g), (_, c)) in on_gpu.regions.iter().zip(&on_cpu.regions) {
+        assert!(worst(&g.feature, &c.feature) < 1e-3);
+    }
+}
