@@ -12,6 +12,7 @@ pub mod gguf_loader;
 pub mod linear;
 #[cfg(feature = "model")]
 pub mod llama;
+pub mod pool;
 pub mod quant;
 #[cfg(feature = "model")]
 pub mod quant_matmul;

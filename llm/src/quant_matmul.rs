@@ -16,10 +16,12 @@
 //! (eight lanes of fused multiply-adds, one fixed reduction per row), so the AVX2 kernels
 //! (selected at run time) and the portable ones give the same results bit for bit.
 
+use std::sync::Mutex;
+
 use half::f16;
-use rayon::prelude::*;
 
 use crate::gguf::SharedBytes;
+use crate::pool::Pool;
 use crate::quant::{GgmlType, dequantize};
 
 const QK: usize = 32;
@@ -125,7 +127,7 @@ impl QuantMatrix {
     }
 
     /// `out[t][r] = Σ_c W[r][c] x[t][c]` for the `n` rows of `x` (`[n, cols]` row-major);
-    /// `out` is `[n, rows]`. Rows of `W` are split across rayon's pool.
+    /// `out` is `[n, rows]`. Rows of `W` are split across the matmul [`Pool`].
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         assert_eq!(x.len(), n * self.cols, "matmul: input is not [n, cols]");
         assert_eq!(out.len(), n * self.rows, "matmul: output is not [n, rows]");
@@ -134,37 +136,53 @@ impl QuantMatrix {
             .map(|r| quantize_q8(r, self.kind))
             .collect();
         let kernel = select_kernel(self.kind);
-        // Each task takes a band of weight rows and runs every input row against it,
-        // so a weight row is read from memory once per call, whatever `n` is.
+        let kernel4 = select_kernel4(self.kind);
+        // Each part takes a range of weight rows and runs every input row against it, so a
+        // weight row is read from memory once per call, whatever `n` is.
+        let pool = Pool::global();
+        // Ranges in whole bands of 16 rows: a part never shares a cache line of output.
         const BAND: usize = 16;
+        let per_part = self.rows.div_ceil(pool.parts()).next_multiple_of(BAND);
+        let run_rows = |first: usize, rows_out: &mut [f32]| {
+            for (i, row_out) in rows_out.chunks_exact_mut(n).enumerate() {
+                let w = self.row(first + i);
+                let mut done = 0;
+                if let Some(k4) = kernel4.filter(|_| n >= 4) {
+                    for (o, a) in row_out.chunks_exact_mut(4).zip(acts.chunks_exact(4)) {
+                        o.copy_from_slice(&k4(w, [&a[0], &a[1], &a[2], &a[3]]));
+                        done += 4;
+                    }
+                }
+                for (o, a) in row_out[done..].iter_mut().zip(&acts[done..]) {
+                    *o = kernel(w, a);
+                }
+            }
+        };
         if n == 1 {
-            out.par_chunks_mut(BAND).enumerate().for_each(|(b, chunk)| {
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    *o = kernel(self.row(b * BAND + i), &acts[0]);
+            let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_part).map(Mutex::new).collect();
+            pool.run(&|p| {
+                if let Some(part) = parts.get(p) {
+                    run_rows(
+                        p * per_part,
+                        &mut part.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
                 }
             });
             return;
         }
-        let kernel4 = select_kernel4(self.kind);
         let mut by_row = vec![0f32; self.rows * n];
-        by_row
-            .par_chunks_mut(BAND * n)
-            .enumerate()
-            .for_each(|(b, chunk)| {
-                for (i, row_out) in chunk.chunks_exact_mut(n).enumerate() {
-                    let w = self.row(b * BAND + i);
-                    let mut done = 0;
-                    if let Some(k4) = kernel4 {
-                        for (o, a) in row_out.chunks_exact_mut(4).zip(acts.chunks_exact(4)) {
-                            o.copy_from_slice(&k4(w, [&a[0], &a[1], &a[2], &a[3]]));
-                            done += 4;
-                        }
-                    }
-                    for (o, a) in row_out[done..].iter_mut().zip(&acts[done..]) {
-                        *o = kernel(w, a);
-                    }
+        {
+            let parts: Vec<Mutex<&mut [f32]>> =
+                by_row.chunks_mut(per_part * n).map(Mutex::new).collect();
+            pool.run(&|p| {
+                if let Some(part) = parts.get(p) {
+                    run_rows(
+                        p * per_part,
+                        &mut part.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
                 }
             });
+        }
         for (r, row) in by_row.chunks_exact(n).enumerate() {
             for (t, &v) in row.iter().enumerate() {
                 out[t * self.rows + r] = v;

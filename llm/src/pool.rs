@@ -1,0 +1,170 @@
+//! A persistent pool for the matrix products: `threads - 1` workers that wait for work by
+//! spinning, then yielding, and only after a while of idleness by sleeping.
+//!
+//! Why not rayon: a decode step is ~200 matrix products of 50-300 µs with other work in
+//! between; rayon's workers fall asleep in between, and waking them through the kernel cost
+//! 16% of a two-thread decode step (futex wake-ups and context switches in the profile).
+//! llama.cpp's threads spin between operations for the same reason.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker keeps checking for work before it sleeps: longer than the gaps
+/// between the products of one decode step, short enough not to burn a core when the
+/// model is idle.
+const SPIN: Duration = Duration::from_millis(2);
+
+type Job = dyn Fn(usize) + Sync;
+
+/// A job pointer that workers may read; it is only dereferenced while `run` waits.
+#[derive(Clone, Copy)]
+struct JobPtr(*const Job);
+// SAFETY: the pointee is `Sync` and outlives every use (see `Pool::run`).
+unsafe impl Send for JobPtr {}
+
+struct Shared {
+    parts: usize,
+    /// Incremented for every job; a worker runs each epoch once.
+    epoch: AtomicUsize,
+    /// Workers still running the current job.
+    remaining: AtomicUsize,
+    job: Mutex<Option<JobPtr>>,
+    sleepers: Mutex<usize>,
+    wake: Condvar,
+}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    /// One job at a time: callers on other threads (tests, two models) take turns.
+    running: Mutex<()>,
+}
+
+impl Pool {
+    fn new(parts: usize) -> Self {
+        let shared = Arc::new(Shared {
+            parts,
+            epoch: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            sleepers: Mutex::new(0),
+            wake: Condvar::new(),
+        });
+        for part in 1..parts {
+            let s = shared.clone();
+            // A pool that cannot start its threads runs everything on the caller (`run`
+            // counts only workers that exist): slower, still correct.
+            let started = std::thread::Builder::new()
+                .name(format!("percept-matmul-{part}"))
+                .spawn(move || worker(&s, part));
+            if started.is_err() {
+                return Pool::new(1);
+            }
+        }
+        Pool {
+            shared,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// The process-wide pool, as wide as rayon's global pool (which `--threads` sizes).
+    pub fn global() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| Pool::new(rayon::current_num_threads().max(1)))
+    }
+
+    /// Number of parts a job is split into (the caller takes part 0).
+    pub fn parts(&self) -> usize {
+        self.shared.parts
+    }
+
+    /// Runs `job(part)` for every part, the caller doing part 0; returns when all are done.
+    pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        let s = &self.shared;
+        if s.parts == 1 {
+            job(0);
+            return;
+        }
+        let _turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY (lifetime): the pointer is cleared and every worker has finished with it
+        // before this function returns, so erasing the lifetime is sound.
+        let ptr: *const Job =
+            unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(job) };
+        *s.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(JobPtr(ptr));
+        s.remaining.store(s.parts - 1, Ordering::Release);
+        s.epoch.fetch_add(1, Ordering::AcqRel);
+        if *s.sleepers.lock().unwrap_or_else(|p| p.into_inner()) > 0 {
+            s.wake.notify_all();
+        }
+        job(0);
+        while s.remaining.load(Ordering::Acquire) > 0 {
+            std::hint::spin_loop();
+        }
+        *s.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+fn worker(s: &Shared, part: usize) {
+    let mut seen = 0;
+    loop {
+        // Wait for a new epoch: spin, then yield, then sleep.
+        let started = Instant::now();
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen {
+                break e;
+            }
+            spins += 1;
+            if spins < 1 << 10 {
+                std::hint::spin_loop();
+            } else if started.elapsed() < SPIN {
+                std::thread::yield_now();
+            } else {
+                let mut sleepers = s.sleepers.lock().unwrap_or_else(|p| p.into_inner());
+                *sleepers += 1;
+                while s.epoch.load(Ordering::Acquire) == seen {
+                    sleepers = s.wake.wait(sleepers).unwrap_or_else(|p| p.into_inner());
+                }
+                *sleepers -= 1;
+            }
+        };
+        seen = epoch;
+        let job = *s.job.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(JobPtr(ptr)) = job {
+            // SAFETY: `run` keeps the job alive until `remaining` reaches zero.
+            unsafe { (*ptr)(part) };
+        }
+        s.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_runs_once_per_job_from_any_thread() {
+        let pool = Pool::new(3);
+        let counts: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        pool.run(&|p| {
+                            counts[p].fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        // Idle long enough for the workers to fall asleep, then wake them.
+        std::thread::sleep(SPIN * 3);
+        pool.run(&|p| {
+            counts[p].fetch_add(1, Ordering::Relaxed);
+        });
+        for c in &counts {
+            assert_eq!(c.load(Ordering::Relaxed), 2001);
+        }
+    }
+}
