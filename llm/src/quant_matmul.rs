@@ -195,6 +195,24 @@ impl QuantMatrix {
 /// `d = max|x| / 127`, `q = round(x / d)`, `d` stored as f16 (and `s = d Σ q`, also f16,
 /// for Q8_1). Non-quantized kinds keep the f32 row in `d`.
 pub fn quantize_q8(x: &[f32], kind: GgmlType) -> Q8Activations {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected.
+        return unsafe { quantize_q8_avx2(x, kind) };
+    }
+    quantize_q8_portable(x, kind)
+}
+
+/// The same code compiled for AVX2: rounding becomes one instruction (`vroundps`, half to
+/// even as `round_ties_even`) instead of a libm call per value (12% of prompt processing).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_q8_avx2(x: &[f32], kind: GgmlType) -> Q8Activations {
+    quantize_q8_portable(x, kind)
+}
+
+#[inline(always)]
+fn quantize_q8_portable(x: &[f32], kind: GgmlType) -> Q8Activations {
     if kind.block_size() == 1 {
         return Q8Activations {
             d: x.to_vec(),
