@@ -1,9 +1,10 @@
-//! percept's encoders, in burn: what a frame shows ([`vision`]: EfficientNet-Lite0) and,
-//! with the audio issue, what a microphone hears. They know nothing of the pipeline or
-//! the language model: the root package wraps them as stages, `fusion` turns their
-//! outputs into prefix embeddings.
+//! percept's encoders, in burn: what a frame shows ([`vision`]: EfficientNet-Lite0) and
+//! what a microphone hears ([`audio`]: Whisper's log-mel so far; Silero VAD and Whisper are
+//! the audio issue's). They know nothing of the pipeline or the language model: the root
+//! package wraps them as stages, `fusion` turns their outputs into prefix embeddings.
 //!
 //! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle).
 
+pub mod audio;
 pub mod torch_pickle;
 pub mod vision;
