@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use encoders::audio::LogMel;
-use encoders::audio::logmel::{N_MELS, N_FFT};
+use encoders::audio::logmel::{N_FFT, N_MELS};
 
 fn reference(name: &str) -> Vec<f32> {
     let dir: PathBuf =

@@ -1,5 +1,7 @@
-//! Audio front ends: Whisper's log-mel spectrogram ([`logmel`]).
+//! Audio encoders: Whisper's log-mel spectrogram ([`logmel`]) and Silero VAD ([`silero`]).
 
 pub mod logmel;
+pub mod silero;
 
 pub use logmel::{LogMel, MelSpectrogram};
+pub use silero::{Silero, VadState};

@@ -1,0 +1,44 @@
+//! Silero VAD in burn against onnxruntime running the same graph with the same weights
+//! (`fixtures/reference/silero-vad/safetensors_probs.json`), chunk by chunk over an
+//! espeak-ng clip with pauses, state and context carried across chunks.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use encoders::audio::Silero;
+use encoders::audio::silero::CHUNK;
+
+#[test]
+fn speech_probabilities_match_onnxruntime_within_1e_3() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/silero-vad");
+    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("safetensors_probs.json")).unwrap())
+            .unwrap();
+    let want: Vec<f32> = reference["probs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let device = Device::flex();
+    let vad = Silero::load(&percept::models::require("silero-vad").unwrap(), &device).unwrap();
+    let mut state = vad.start(&device);
+    let got: Vec<f32> = clip
+        .chunks(CHUNK)
+        .map(|c| vad.forward(c, &mut state))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "max probability difference {worst}");
+    // The clip has speech: some chunks are confidently speech, some confidently not.
+    assert!(got.iter().any(|&p| p > 0.9) && got.iter().any(|&p| p < 0.1));
+}
