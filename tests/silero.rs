@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use encoders::audio::Silero;
 use encoders::audio::silero::CHUNK;
+use encoders::audio::{Segment, Segmenter, SegmenterConfig, Silero};
 
 #[test]
 fn speech_probabilities_match_onnxruntime_within_1e_3() {
@@ -41,4 +41,22 @@ fn speech_probabilities_match_onnxruntime_within_1e_3() {
     assert!(worst < 1e-3, "max probability difference {worst}");
     // The clip has speech: some chunks are confidently speech, some confidently not.
     assert!(got.iter().any(|&p| p > 0.9) && got.iter().any(|&p| p < 0.1));
+
+    // Streamed into utterances, they are silero-vad's `get_speech_timestamps` segments
+    // (its Python, ported to numpy, on onnxruntime's probabilities: segments.json).
+    let segments: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("segments.json")).unwrap()).unwrap();
+    let want: Vec<Segment> = segments["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Segment {
+            start: s["start"].as_u64().unwrap() as usize,
+            end: s["end"].as_u64().unwrap() as usize,
+        })
+        .collect();
+    let mut segmenter = Segmenter::new(SegmenterConfig::default());
+    let mut got: Vec<Segment> = got.iter().filter_map(|&p| segmenter.push(p)).collect();
+    got.extend(segmenter.finish(clip.len()));
+    assert_eq!(got, want);
 }

@@ -1,7 +1,10 @@
-//! Audio encoders: Whisper's log-mel spectrogram ([`logmel`]) and Silero VAD ([`silero`]).
+//! Audio encoders: Whisper's log-mel spectrogram ([`logmel`]), Silero VAD ([`silero`]) and the
+//! speech segmenter over its probabilities ([`segmenter`]).
 
 pub mod logmel;
+pub mod segmenter;
 pub mod silero;
 
 pub use logmel::{LogMel, MelSpectrogram};
+pub use segmenter::{Segment, Segmenter, SegmenterConfig};
 pub use silero::{Silero, VadState};
