@@ -3,8 +3,10 @@
 //! the audio issue's). They know nothing of the pipeline or the language model: the root
 //! package wraps them as stages, `fusion` turns their outputs into prefix embeddings.
 //!
-//! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle).
+//! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle), [`ct2`]
+//! (CTranslate2's model.bin); safetensors through the `safetensors` crate.
 
 pub mod audio;
+pub mod ct2;
 pub mod torch_pickle;
 pub mod vision;

@@ -4,6 +4,7 @@
 pub mod logmel;
 pub mod segmenter;
 pub mod silero;
+pub mod whisper;
 
 pub use logmel::{LogMel, MelSpectrogram};
 pub use segmenter::{Segment, Segmenter, SegmenterConfig};

@@ -1,0 +1,463 @@
+//! Whisper (Radford et al., "Robust Speech Recognition via Large-Scale Weak Supervision",
+//! 2022), tiny.en, from CTranslate2's `model.bin`: an encoder over the log-mel
+//! spectrogram and a decoder that writes the transcript token by token.
+//!
+//! ```text
+//! encoder: mel [80, T] -> conv k3 -> GELU -> conv k3 /2 -> GELU -> + sinusoids   [T/2, 384]
+//!          4 x (x += attn(LN x); x += MLP(LN x)) -> LN
+//! decoder: tokens -> embedding + learned positions
+//!          4 x (x += causal self-attn(LN x); x += cross-attn(LN x, encoder); x += MLP(LN x))
+//!          LN -> logits = x · embeddingᵀ (tied)
+//! ```
+//!
+//! The encoder takes the clip's own length (up to 30 s), not always 30 s of padding: its
+//! positions are absolute, so a shorter window only drops the padding's frames.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv1d;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::ct2::{Ct2Error, Ct2Model};
+
+pub const N_MELS: usize = 80;
+/// Encoder positions: 30 s of 20 ms frames.
+pub const MAX_FRAMES: usize = 3000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WhisperDims {
+    pub d: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub vocab: usize,
+    pub text_positions: usize,
+}
+
+/// Multi-head attention with Whisper's fused projections.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub norm: LayerNorm,
+    /// `[d] -> [3d]` (q, k, v) for self-attention, `[d] -> [d]` (q) for cross-attention.
+    pub query: Linear,
+    /// Cross-attention only: `[d] -> [2d]` (k, v) over the encoder output.
+    pub key_value: Option<Linear>,
+    pub out: Linear,
+    pub heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub norm: LayerNorm,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Mlp {
+    /// `x + W2 gelu(W1 LN(x))`
+    ///
+    /// # Shapes
+    /// - `[T, d]` -> `[T, d]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let h = self
+            .down
+            .forward(gelu(self.up.forward(self.norm.forward(x.clone()))));
+        x + h
+    }
+}
+
+/// `softmax(q kᵀ / √dₕ + mask) v` per head.
+///
+/// # Shapes
+/// - q `[Tq, d]`, k and v `[Tk, d]` -> `[Tq, d]`
+fn attend(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, heads: usize, causal: bool) -> Tensor<2> {
+    let [tq, d] = q.dims();
+    let tk = k.dims()[0];
+    let hd = d / heads;
+    let split = |x: Tensor<2>, t: usize| x.reshape([t, heads, hd]).swap_dims(0, 1);
+    let (q, k, v) = (split(q, tq), split(k, tk), split(v, tk));
+    let mut scores = q.matmul(k.swap_dims(1, 2)) / (hd as f64).sqrt();
+    if causal && tq > 1 {
+        let start = tk - tq;
+        let mask: Vec<f32> = (0..tq)
+            .flat_map(|i| {
+                (0..tk).map(move |j| {
+                    if j > start + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [tq, tk]), &scores.device());
+        scores = scores + mask.reshape([1, tq, tk]);
+    }
+    softmax(scores, 2)
+        .matmul(v)
+        .swap_dims(0, 1)
+        .reshape([tq, d])
+}
+
+impl Attention {
+    /// Self-attention: `x + Wo attend(Wq LN x, Wk LN x, Wv LN x)`, keys and values of
+    /// earlier positions taken from (and appended to) `cache` when given.
+    ///
+    /// # Shapes
+    /// - `[T, d]` -> `[T, d]`
+    pub fn forward_self(
+        &self,
+        x: Tensor<2>,
+        cache: Option<&mut (Tensor<2>, Tensor<2>)>,
+        causal: bool,
+    ) -> Tensor<2> {
+        let d = x.dims()[1];
+        let qkv = self.query.forward(self.norm.forward(x.clone()));
+        let q = qkv.clone().narrow(1, 0, d);
+        let mut k = qkv.clone().narrow(1, d, d);
+        let mut v = qkv.narrow(1, 2 * d, d);
+        if let Some(cache) = cache {
+            if cache.0.dims()[0] > 0 {
+                k = Tensor::cat(vec![cache.0.clone(), k], 0);
+                v = Tensor::cat(vec![cache.1.clone(), v], 0);
+            }
+            *cache = (k.clone(), v.clone());
+        }
+        x + self.out.forward(attend(q, k, v, self.heads, causal))
+    }
+
+    /// Cross-attention over the encoder's keys and values (see [`Attention::memory`]).
+    pub fn forward_cross(&self, x: Tensor<2>, memory: &(Tensor<2>, Tensor<2>)) -> Tensor<2> {
+        let q = self.query.forward(self.norm.forward(x.clone()));
+        x + self.out.forward(attend(
+            q,
+            memory.0.clone(),
+            memory.1.clone(),
+            self.heads,
+            false,
+        ))
+    }
+
+    /// The encoder output's keys and values for this cross-attention, computed once per
+    /// utterance.
+    pub fn memory(&self, encoded: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let d = encoded.dims()[1];
+        let kv = self
+            .key_value
+            .as_ref()
+            .expect("cross-attention has a key/value projection")
+            .forward(encoded);
+        (kv.clone().narrow(1, 0, d), kv.narrow(1, d, d))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub attn: Attention,
+    pub mlp: Mlp,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub attn: Attention,
+    pub cross: Attention,
+    pub mlp: Mlp,
+}
+
+#[derive(Module, Debug)]
+pub struct Whisper {
+    pub conv1: Conv1d,
+    pub conv2: Conv1d,
+    /// `[1500, d]` sinusoids.
+    pub encoder_positions: Param<Tensor<2>>,
+    pub encoder_layers: Vec<EncoderLayer>,
+    pub encoder_norm: LayerNorm,
+    /// `[vocab, d]`, also the output projection.
+    pub embedding: Param<Tensor<2>>,
+    /// `[448, d]`.
+    pub decoder_positions: Param<Tensor<2>>,
+    pub decoder_layers: Vec<DecoderLayer>,
+    pub decoder_norm: LayerNorm,
+}
+
+/// What decoding carries between steps: the encoder's keys and values per layer, and
+/// each self-attention's cache.
+pub struct DecoderState {
+    memory: Vec<(Tensor<2>, Tensor<2>)>,
+    cache: Vec<(Tensor<2>, Tensor<2>)>,
+    position: usize,
+}
+
+impl Whisper {
+    /// The encoder output for a log-mel spectrogram of `frames` (even, at most 3000).
+    ///
+    /// # Shapes
+    /// - mel `[80, frames]` -> `[frames / 2, d]`
+    pub fn encode(&self, mel: Tensor<2>) -> Tensor<2> {
+        let [m, t] = mel.dims();
+        let x = gelu(self.conv1.forward(mel.reshape([1, m, t])));
+        let x = gelu(self.conv2.forward(x));
+        let [_, d, t2] = x.dims();
+        let x = x.reshape([d, t2]).transpose();
+        let mut x = x + self.encoder_positions.val().narrow(0, 0, t2);
+        for layer in &self.encoder_layers {
+            x = layer.attn.forward_self(x, None, false);
+            x = layer.mlp.forward(x);
+        }
+        self.encoder_norm.forward(x)
+    }
+
+    /// Starts decoding over an encoder output.
+    pub fn start(&self, encoded: Tensor<2>) -> DecoderState {
+        let device = encoded.device();
+        let d = encoded.dims()[1];
+        DecoderState {
+            memory: self
+                .decoder_layers
+                .iter()
+                .map(|l| l.cross.memory(encoded.clone()))
+                .collect(),
+            cache: self
+                .decoder_layers
+                .iter()
+                .map(|_| {
+                    (
+                        Tensor::zeros([0, d], &device),
+                        Tensor::zeros([0, d], &device),
+                    )
+                })
+                .collect(),
+            position: 0,
+        }
+    }
+
+    /// Feeds tokens after those `state` holds; returns the logits after the last one.
+    ///
+    /// # Shapes
+    /// - tokens: `n` ids -> `[vocab]` logits
+    pub fn decode(&self, tokens: &[u32], state: &mut DecoderState) -> Vec<f32> {
+        let device = self.embedding.val().device();
+        let n = tokens.len();
+        let ids = Tensor::<1, burn::tensor::Int>::from_data(
+            TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n]),
+            &device,
+        );
+        let mut x = self.embedding.val().select(0, ids)
+            + self.decoder_positions.val().narrow(0, state.position, n);
+        for (i, layer) in self.decoder_layers.iter().enumerate() {
+            x = layer.attn.forward_self(x, Some(&mut state.cache[i]), true);
+            x = layer.cross.forward_cross(x, &state.memory[i]);
+            x = layer.mlp.forward(x);
+        }
+        state.position += n;
+        let last = self.decoder_norm.forward(x.narrow(0, n - 1, 1));
+        let logits = last.matmul(self.embedding.val().transpose());
+        logits.into_data().try_to_vec::<f32>().unwrap_or_default()
+    }
+
+    /// Longest transcript, in positions (prompt included).
+    pub fn text_positions(&self) -> usize {
+        self.decoder_positions.val().dims()[0]
+    }
+
+    /// Loads `model.bin` (CTranslate2's WhisperSpec).
+    pub fn load(model: &Ct2Model, device: &Device) -> Result<Self, Ct2Error> {
+        let d = model
+            .variables
+            .get("encoder/conv1/bias")
+            .map(|v| v.shape[0])
+            .ok_or_else(|| Ct2Error::Missing("encoder/conv1/bias".into()))?;
+        let heads = model.scalar("encoder/num_heads")? as usize;
+        let vocab = model
+            .variables
+            .get("decoder/embeddings/weight")
+            .map(|v| v.shape[0])
+            .ok_or_else(|| Ct2Error::Missing("decoder/embeddings/weight".into()))?;
+        let layers = (0..)
+            .take_while(|i| {
+                model
+                    .variables
+                    .contains_key(&format!("encoder/layer_{i}/ffn/linear_0/weight"))
+            })
+            .count();
+        let w = Weights { model, device, d };
+        let encoder_layers = (0..layers)
+            .map(|i| {
+                let p = format!("encoder/layer_{i}");
+                Ok(EncoderLayer {
+                    attn: w.attention(&format!("{p}/self_attention"), 3 * d, false, heads)?,
+                    mlp: w.mlp(&format!("{p}/ffn"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, Ct2Error>>()?;
+        let decoder_layers = (0..layers)
+            .map(|i| {
+                let p = format!("decoder/layer_{i}");
+                Ok(DecoderLayer {
+                    attn: w.attention(&format!("{p}/self_attention"), 3 * d, false, heads)?,
+                    cross: w.attention(&format!("{p}/attention"), d, true, heads)?,
+                    mlp: w.mlp(&format!("{p}/ffn"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, Ct2Error>>()?;
+        Ok(Whisper {
+            conv1: w.conv("encoder/conv1", N_MELS, 1)?,
+            conv2: w.conv("encoder/conv2", d, 2)?,
+            encoder_positions: w.matrix(
+                "encoder/position_encodings/encodings",
+                MAX_FRAMES / 2,
+                d,
+            )?,
+            encoder_layers,
+            encoder_norm: w.norm("encoder/layer_norm")?,
+            embedding: w.matrix("decoder/embeddings/weight", vocab, d)?,
+            decoder_positions: w.matrix(
+                "decoder/position_encodings/encodings",
+                model
+                    .variables
+                    .get("decoder/position_encodings/encodings")
+                    .map_or(448, |v| v.shape[0]),
+                d,
+            )?,
+            decoder_layers,
+            decoder_norm: w.norm("decoder/layer_norm")?,
+        })
+    }
+}
+
+/// Maps `model.bin`'s names onto burn layers.
+struct Weights<'a> {
+    model: &'a Ct2Model,
+    device: &'a Device,
+    d: usize,
+}
+
+impl Weights<'_> {
+    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Ct2Error> {
+        let v = self.model.get(name, &shape)?;
+        Ok(Tensor::from_data(
+            TensorData::new(v.to_vec(), shape),
+            self.device,
+        ))
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Param<Tensor<2>>, Ct2Error> {
+        Ok(Param::from_tensor(self.tensor(name, [rows, cols])?))
+    }
+
+    /// `{p}/weight` `[out, in]` (torch layout) and `{p}/bias`.
+    fn linear(&self, p: &str, d_in: usize, d_out: usize) -> Result<Linear, Ct2Error> {
+        Ok(Linear {
+            weight: Param::from_tensor(
+                self.tensor(&format!("{p}/weight"), [d_out, d_in])?
+                    .transpose(),
+            ),
+            bias: Some(Param::from_tensor(
+                self.tensor(&format!("{p}/bias"), [d_out])?,
+            )),
+        })
+    }
+
+    fn norm(&self, p: &str) -> Result<LayerNorm, Ct2Error> {
+        let mut n = LayerNormConfig::new(self.d)
+            .with_epsilon(1e-5)
+            .init(self.device);
+        n.gamma = Param::from_tensor(self.tensor(&format!("{p}/gamma"), [self.d])?);
+        n.beta = Some(Param::from_tensor(
+            self.tensor(&format!("{p}/beta"), [self.d])?,
+        ));
+        Ok(n)
+    }
+
+    fn conv(&self, p: &str, d_in: usize, stride: usize) -> Result<Conv1d, Ct2Error> {
+        let d = self.d;
+        Ok(Conv1d {
+            weight: Param::from_tensor(self.tensor(&format!("{p}/weight"), [d, d_in, 3])?),
+            bias: Some(Param::from_tensor(self.tensor(&format!("{p}/bias"), [d])?)),
+            stride,
+            kernel_size: 3,
+            dilation: 1,
+            groups: 1,
+            padding: PaddingConfig1d::Explicit(1, 1),
+        })
+    }
+
+    fn mlp(&self, p: &str) -> Result<Mlp, Ct2Error> {
+        let d = self.d;
+        Ok(Mlp {
+            norm: self.norm(&format!("{p}/layer_norm"))?,
+            up: self.linear(&format!("{p}/linear_0"), d, 4 * d)?,
+            down: self.linear(&format!("{p}/linear_1"), 4 * d, d)?,
+        })
+    }
+
+    fn attention(
+        &self,
+        p: &str,
+        query_out: usize,
+        cross: bool,
+        heads: usize,
+    ) -> Result<Attention, Ct2Error> {
+        let d = self.d;
+        let (key_value, out) = if cross {
+            (
+                Some(self.linear(&format!("{p}/linear_1"), d, 2 * d)?),
+                self.linear(&format!("{p}/linear_2"), d, d)?,
+            )
+        } else {
+            (None, self.linear(&format!("{p}/linear_1"), d, d)?)
+        };
+        Ok(Attention {
+            norm: self.norm(&format!("{p}/layer_norm"))?,
+            query: self.linear(&format!("{p}/linear_0"), d, query_out)?,
+            key_value,
+            out,
+            heads,
+        })
+    }
+}
+
+/// Greedy decoding for English-only Whisper, as faster-whisper does with beam size 1 and
+/// no timestamps: prompt `<|startoftranscript|><|notimestamps|>`, the model's suppressed
+/// tokens masked at every step (and blank / end of text at the first), until end of text.
+pub struct Greedy {
+    pub prompt: Vec<u32>,
+    pub end: u32,
+    pub suppress: Vec<u32>,
+    pub suppress_first: Vec<u32>,
+    /// Tokens at or above this are timestamps, never produced without timestamps.
+    pub timestamps_from: u32,
+}
+
+impl Greedy {
+    /// Token ids of the transcript (prompt and end excluded).
+    pub fn run(&self, model: &Whisper, encoded: Tensor<2>) -> Vec<u32> {
+        let mut state = model.start(encoded);
+        let mut logits = model.decode(&self.prompt, &mut state);
+        let mut out = Vec::new();
+        let limit = model.text_positions() - self.prompt.len();
+        while out.len() < limit {
+            for &t in self.suppress.iter().chain(if out.is_empty() {
+                &self.suppress_first[..]
+            } else {
+                &[]
+            }) {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            for l in logits.iter_mut().skip(self.timestamps_from as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+            let next = (0..logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                .unwrap_or(self.end as usize) as u32;
+            if next == self.end {
+                break;
+            }
+            out.push(next);
+            logits = model.decode(&[next], &mut state);
+        }
+        out
+    }
+}

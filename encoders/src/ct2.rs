@@ -1,0 +1,199 @@
+//! Reader for CTranslate2's `model.bin` (binary version 4 to 6; layout documented in
+//! `fixtures/reference/whisper-tiny-en/CT2_FORMAT.md`):
+//!
+//! ```text
+//! u32 version; string spec name; u32 spec revision; u32 variable count
+//! per variable: string name; u8 rank; u32 dims[rank]; u8 dtype; u32 byte count; bytes
+//! u32 alias count; per alias: string alias; string target
+//! string = u16 length (with the trailing NUL), bytes, NUL
+//! ```
+//!
+//! Little-endian, no alignment: tensors start at odd offsets, so values are copied out.
+
+use std::collections::HashMap;
+
+use half::f16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Ct2Error {
+    #[error("model.bin: {what} at byte {offset}")]
+    Malformed { what: String, offset: usize },
+    #[error("model.bin: binary version {0} is not supported (4 to 6 are)")]
+    Version(u32),
+    #[error("model.bin has no variable '{0}'")]
+    Missing(String),
+    #[error("model.bin variable '{name}' has shape {got:?}, expected {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+}
+
+/// One variable, converted to f32 (integers too: the scalars are small).
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ct2Model {
+    pub spec: String,
+    pub variables: HashMap<String, Variable>,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], Ct2Error> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(Ct2Error::Malformed {
+                what: format!("{what} runs past the end of the file"),
+                offset: self.at,
+            });
+        };
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, Ct2Error> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, Ct2Error> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, Ct2Error> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, Ct2Error> {
+        let at = self.at;
+        let n = self.u16(what)? as usize;
+        let b = self.take(n, what)?;
+        let text = b.strip_suffix(&[0]).unwrap_or(b);
+        String::from_utf8(text.to_vec()).map_err(|_| Ct2Error::Malformed {
+            what: format!("{what} is not UTF-8"),
+            offset: at,
+        })
+    }
+}
+
+/// Element size and conversion of each dtype id.
+fn decode(dtype: u8, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        0 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        1 => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
+        2 => bytes
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        3 => bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+            .collect(),
+        4 => bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        5 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn item_size(dtype: u8) -> usize {
+    match dtype {
+        0 | 3 => 4,
+        1 => 1,
+        _ => 2,
+    }
+}
+
+impl Ct2Model {
+    pub fn parse(bytes: &[u8]) -> Result<Self, Ct2Error> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.u32("version")?;
+        if !(4..=6).contains(&version) {
+            return Err(Ct2Error::Version(version));
+        }
+        let spec = r.string("spec name")?;
+        r.u32("spec revision")?;
+        let count = r.u32("variable count")?;
+        let mut variables = HashMap::new();
+        for _ in 0..count {
+            let name = r.string("variable name")?;
+            let rank = r.u8("rank")?;
+            let shape = (0..rank)
+                .map(|_| r.u32("dimension").map(|d| d as usize))
+                .collect::<Result<Vec<_>, _>>()?;
+            let at = r.at;
+            let dtype = r.u8("dtype")?;
+            let n = r.u32("byte count")? as usize;
+            let elements = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(usize::MAX);
+            if elements.checked_mul(item_size(dtype)) != Some(n) {
+                return Err(Ct2Error::Malformed {
+                    what: format!("'{name}': {n} bytes do not hold shape {shape:?}"),
+                    offset: at,
+                });
+            }
+            let data =
+                decode(dtype, r.take(n, "variable data")?).ok_or_else(|| Ct2Error::Malformed {
+                    what: format!("'{name}': unknown dtype {dtype}"),
+                    offset: at,
+                })?;
+            variables.insert(name, Variable { shape, data });
+        }
+        if version >= 3 {
+            let aliases = r.u32("alias count")?;
+            for _ in 0..aliases {
+                let alias = r.string("alias")?;
+                let target = r.string("alias target")?;
+                let v = variables
+                    .get(&target)
+                    .cloned()
+                    .ok_or_else(|| Ct2Error::Missing(target.clone()))?;
+                variables.insert(alias, v);
+            }
+        }
+        Ok(Ct2Model { spec, variables })
+    }
+
+    /// A variable's values, checked against the shape the model needs.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], Ct2Error> {
+        let v = self
+            .variables
+            .get(name)
+            .ok_or_else(|| Ct2Error::Missing(name.into()))?;
+        if v.shape != shape {
+            return Err(Ct2Error::Shape {
+                name: name.into(),
+                got: v.shape.clone(),
+                want: shape.to_vec(),
+            });
+        }
+        Ok(&v.data)
+    }
+
+    /// A scalar variable (such as `encoder/num_heads`).
+    pub fn scalar(&self, name: &str) -> Result<f32, Ct2Error> {
+        Ok(self.get(name, &[])?[0])
+    }
+}

@@ -1,0 +1,72 @@
+//! Whisper tiny.en in burn against faster-whisper (CTranslate2 running the very same
+//! model.bin; greedy, no timestamps): the same token ids on an espeak-ng clip
+//! (`fixtures/reference/whisper-tiny-en/`).
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use encoders::audio::LogMel;
+use encoders::audio::whisper::{Greedy, MAX_FRAMES, Whisper};
+use encoders::ct2::Ct2Model;
+
+fn setup() -> (Whisper, Greedy, Vec<f32>, Vec<u32>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/whisper-tiny-en");
+    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("faster_whisper_ref.json")).unwrap())
+            .unwrap();
+    let want: Vec<u32> = reference["runs"]["without_timestamps"]["segments"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let files = percept::models::require_all("whisper-tiny-en").unwrap();
+    let ct2 = Ct2Model::parse(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let model = Whisper::load(&ct2, &Device::flex()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[1]).unwrap()).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        config[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let greedy = Greedy {
+        prompt: vec![50257, 50362],
+        end: 50256,
+        suppress: ids("suppress_ids"),
+        suppress_first: ids("suppress_ids_begin"),
+        timestamps_from: 50363,
+    };
+    (model, greedy, clip, want)
+}
+
+fn mel_tensor(clip: &[f32], frames: usize) -> Tensor<2> {
+    let mel = LogMel::new().compute(clip);
+    // Frames past the clip are 0.0 in the log-mel domain, as faster-whisper pads.
+    let mut data = vec![0f32; 80 * frames];
+    for m in 0..80 {
+        let n = mel.frames.min(frames);
+        data[m * frames..m * frames + n]
+            .copy_from_slice(&mel.data[m * mel.frames..m * mel.frames + n]);
+    }
+    Tensor::from_data(TensorData::new(data, [80, frames]), &Device::flex())
+}
+
+#[test]
+fn transcript_tokens_equal_faster_whispers() {
+    let (model, greedy, clip, want) = setup();
+    let got = greedy.run(&model, model.encode(mel_tensor(&clip, MAX_FRAMES)));
+    assert_eq!(got, want);
+    // The clip's own length instead of 30 s of padding: the same transcript.
+    let frames = (clip.len() / 160).next_multiple_of(2);
+    let short = greedy.run(&model, model.encode(mel_tensor(&clip, frames)));
+    assert_eq!(short, want, "with a {frames}-frame window");
+}
