@@ -3,4 +3,5 @@
 
 pub mod device;
 pub mod models;
+pub mod speech;
 pub mod vision;

@@ -70,3 +70,23 @@ fn transcript_tokens_equal_faster_whispers() {
     let short = greedy.run(&model, model.encode(mel_tensor(&clip, frames)));
     assert_eq!(short, want, "with a {frames}-frame window");
 }
+
+#[test]
+fn transcriber_gives_the_text_and_odd_audio_a_clear_outcome() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/whisper-tiny-en");
+    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let t = percept::speech::Transcriber::load(&Device::flex()).unwrap();
+    assert_eq!(
+        t.transcribe(&clip).text,
+        "What time does the museum open on Sunday?"
+    );
+    // Silence, 0.1 s, nothing at all: processed, whatever the model makes of them.
+    for samples in [vec![0.0f32; 16_000], vec![0.01f32; 1_600], vec![]] {
+        let out = t.transcribe(&samples);
+        assert!(out.tokens.len() < 50, "{out:?}");
+    }
+}

@@ -51,7 +51,6 @@ pub struct Tokenizer {
     word_re: Regex,
     pre: PreTokenizer,
     byte_to_char: [char; 256],
-    char_to_byte: HashMap<char, u8>,
     pub bos: Option<TokenId>,
     pub eos: Option<TokenId>,
     /// Tokens that end a turn: EOS and, for chat models, `<|im_end|>`/`<|endoftext|>`.
@@ -143,11 +142,6 @@ impl Tokenizer {
             Regex::new(&alt.join("|")).expect("escaped literals form a valid regex")
         });
         let byte_to_char = gpt2_byte_alphabet();
-        let char_to_byte = byte_to_char
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
         let eog = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
             .iter()
             .filter_map(|t| ids.get(*t).copied())
@@ -167,7 +161,6 @@ impl Tokenizer {
             .expect("static regex"),
             pre,
             byte_to_char,
-            char_to_byte,
             bos,
             eos,
             eog,
@@ -284,12 +277,7 @@ impl Tokenizer {
         if self.is_special(id) {
             return text.as_bytes().to_vec();
         }
-        text.chars()
-            .flat_map(|c| match self.char_to_byte.get(&c) {
-                Some(&b) => vec![b],
-                None => c.to_string().into_bytes(),
-            })
-            .collect()
+        byte_level_bytes(text)
     }
 
     /// Decodes ids to text; invalid UTF-8 (a token sequence cut mid-character) becomes U+FFFD.
@@ -310,6 +298,27 @@ fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>, TokenizerErro
                 }
                 .into()
             })
+        })
+        .collect()
+}
+
+/// The bytes a byte-level BPE token string stands for (GPT-2's alphabet, shared by every
+/// model of that family: Whisper's vocabulary too). Characters outside the alphabet are
+/// kept as their UTF-8.
+pub fn byte_level_bytes(token: &str) -> Vec<u8> {
+    static CHAR_TO_BYTE: std::sync::OnceLock<HashMap<char, u8>> = std::sync::OnceLock::new();
+    let map = CHAR_TO_BYTE.get_or_init(|| {
+        gpt2_byte_alphabet()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect()
+    });
+    token
+        .chars()
+        .flat_map(|c| match map.get(&c) {
+            Some(&b) => vec![b],
+            None => c.to_string().into_bytes(),
         })
         .collect()
 }
