@@ -20,6 +20,25 @@ pub enum BenchCommand {
     /// Vision encoder time per frame: a 640x480 frame through pre-processing and
     /// EfficientNet-Lite0 (the frame and its three regions).
     Vision(VisionBenchArgs),
+    /// Real-time factor of speech recognition (Whisper tiny.en, greedy) over audio files:
+    /// one JSON line like `bench/faster_whisper_speed.py` prints, for `bench/faster_whisper.sh`.
+    Speech(SpeechBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SpeechBenchArgs {
+    /// Audio files (WAV, FLAC, OGG, MP3), transcribed one after another.
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// Timed passes over all files, after one warm-up file; the median is reported.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: percept::device::DeviceChoice,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +99,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Llm(args) => llm(args),
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
         BenchCommand::Vision(args) => vision(args),
+        BenchCommand::Speech(args) => speech(args),
     }
 }
 
@@ -197,6 +217,32 @@ fn vision(args: VisionBenchArgs) -> Result<()> {
             args.reps
         );
     }
+    Ok(())
+}
+
+fn speech(args: SpeechBenchArgs) -> Result<()> {
+    let device = percept::device::select(args.device, args.threads)?;
+    let transcriber = percept::speech::Transcriber::load(&device)?;
+    let clips = args
+        .files
+        .iter()
+        .map(|f| pipeline::media_file::AudioFile::open(f)?.read_all())
+        .collect::<Result<Vec<_>, _>>()?;
+    let audio_s: f64 = clips.iter().map(|c| c.len() as f64 / 16_000.0).sum();
+    transcriber.transcribe(&clips[0]);
+    let mut walls = Vec::new();
+    for _ in 0..args.reps.max(1) {
+        let started = Instant::now();
+        for clip in &clips {
+            transcriber.transcribe(clip);
+        }
+        walls.push(started.elapsed().as_secs_f64());
+    }
+    walls.sort_by(f64::total_cmp);
+    let wall_s = walls[walls.len() / 2];
+    let v = serde_json::json!({"impl": "percept", "threads": rayon::current_num_threads(),
+        "audio_s": audio_s, "wall_s": wall_s, "rtf": wall_s / audio_s});
+    println!("{v}");
     Ok(())
 }
 

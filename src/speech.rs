@@ -10,6 +10,9 @@ use encoders::ct2::Ct2Model;
 
 use crate::models;
 
+/// The shortest encoder window, in frames (15 s).
+const MIN_WINDOW: usize = 1500;
+
 /// What was said.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
@@ -76,8 +79,7 @@ impl Transcriber {
     }
 
     /// Transcribes 16 kHz mono audio: each 30 s window on its own, the windows' texts
-    /// joined. A window shorter than 30 s is encoded at its own length (the same
-    /// transcripts as 30 s of padding on the test clips, at a fraction of the work).
+    /// joined; a short window is padded to twice its length (at least 15 s), not to 30 s.
     pub fn transcribe(&self, samples: &[f32]) -> Transcript {
         let window = MAX_FRAMES * HOP;
         let mut tokens = Vec::new();
@@ -96,9 +98,14 @@ impl Transcriber {
 
     fn window(&self, samples: &[f32]) -> Vec<u32> {
         let mel = self.logmel.compute(samples);
-        // An even number of frames (the second convolution halves them), at least 2;
-        // frames past the audio are 0.0, as Whisper pads the log-mel.
-        let frames = mel.frames.max(2).next_multiple_of(2).min(MAX_FRAMES);
+        // The encoder window: twice the audio, at least 15 s, at most 30 s; frames past the
+        // audio are 0.0, as Whisper pads the log-mel. Measured on fixtures/speech (3-4 s
+        // clips), transcripts identical to faster-whisper's (30 s): 10/10 with 30 s and
+        // with 15 s windows, 8/10 with 10 s, and with the clip's own length Whisper never
+        // says end-of-text and repeats itself. 15 s is 2.4x less work than 30 s.
+        let frames = (2 * mel.frames)
+            .clamp(MIN_WINDOW, MAX_FRAMES)
+            .next_multiple_of(2);
         let mut data = vec![0f32; mel.n_mels * frames];
         let n = mel.frames.min(frames);
         for m in 0..mel.n_mels {

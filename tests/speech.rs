@@ -1,0 +1,74 @@
+//! Speech recognition on ten spoken kiosk phrases (espeak-ng, `fixtures/speech/`) against
+//! faster-whisper running the very same model.bin greedily (`faster_whisper.json`): at
+//! least nine transcripts identical, and the word error rate against what was said within
+//! two points of faster-whisper's.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use pipeline::media_file::AudioFile;
+
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Word-level edit distance.
+fn errors(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(r != h)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[hypothesis.len()]
+}
+
+#[test]
+fn transcripts_equal_faster_whisper_on_the_spoken_fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let (clips, reference) = (read("clips.json"), read("faster_whisper.json"));
+    let transcriber = percept::speech::Transcriber::load(&Device::flex()).unwrap();
+    let (mut same, mut ours_err, mut theirs_err, mut total) = (0, 0, 0, 0);
+    let mut report = Vec::new();
+    for (clip, fw) in clips["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reference["clips"].as_array().unwrap())
+    {
+        let file = clip["file"].as_str().unwrap();
+        assert_eq!(fw["file"], file);
+        let samples = AudioFile::open(&dir.join(file))
+            .unwrap()
+            .read_all()
+            .unwrap();
+        let ours = transcriber.transcribe(&samples).text;
+        let theirs = fw["text"].as_str().unwrap().trim();
+        let said = words(clip["text"].as_str().unwrap());
+        same += usize::from(ours == theirs);
+        ours_err += errors(&said, &words(&ours));
+        theirs_err += errors(&said, &words(theirs));
+        total += said.len();
+        report.push(format!("{file}: ours {ours:?} / faster-whisper {theirs:?}"));
+    }
+    let wer = |e: usize| 100.0 * e as f64 / total as f64;
+    let (ours, theirs) = (wer(ours_err), wer(theirs_err));
+    eprintln!("{same}/10 identical; WER ours {ours:.1}%, faster-whisper {theirs:.1}%");
+    assert!(same >= 9, "{same}/10 identical:\n{}", report.join("\n"));
+    assert!(
+        (ours - theirs).abs() <= 2.0,
+        "WER ours {ours:.1}% vs faster-whisper {theirs:.1}%:\n{}",
+        report.join("\n")
+    );
+}
