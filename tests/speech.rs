@@ -72,3 +72,50 @@ fn transcripts_equal_faster_whisper_on_the_spoken_fixtures() {
         report.join("\n")
     );
 }
+
+/// Odd audio gives a clear outcome: silence and noise are transcribed (to little), a stereo
+/// 44.1 kHz MP3 is decoded and resampled first, a 10-minute recording goes through in 30 s
+/// windows, and a file that is not audio is an error naming it.
+#[test]
+fn odd_audio_is_handled() {
+    let transcriber = percept::speech::Transcriber::load(&Device::flex()).unwrap();
+    let silence = transcriber.transcribe(&vec![0.0; 16_000 * 2]);
+    assert!(silence.tokens.len() < 20, "{silence:?}");
+    let mut seed = 1u32;
+    let noise: Vec<f32> = (0..16_000 * 2)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 0.2 - 0.1
+        })
+        .collect();
+    let heard = transcriber.transcribe(&noise);
+    assert!(heard.tokens.len() < 100, "{heard:?}");
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mp3 = AudioFile::open(&fixtures.join("audio/tone440.mp3"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert!(mp3.len() > 15_000);
+    transcriber.transcribe(&mp3);
+
+    // Ten minutes: one spoken clip, then silence.
+    let clip = AudioFile::open(&fixtures.join("speech/clip03.wav"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let mut long = clip.clone();
+    long.resize(16_000 * 600, 0.0);
+    let t = transcriber.transcribe(&long);
+    assert!(t.text.starts_with("Where is the cafe"), "{t:?}");
+    assert!(t.tokens.len() < 200, "{t:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("voice.wav");
+    std::fs::write(&bad, b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk").unwrap();
+    let err = AudioFile::open(&bad)
+        .and_then(|f| f.read_all())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("voice.wav"), "{err}");
+}
