@@ -2,7 +2,7 @@
 //! (`fixtures/reference/silero-vad/safetensors_probs.json`), chunk by chunk over an
 //! espeak-ng clip with pauses, state and context carried across chunks.
 
-use std::path::Path;
+mod common;
 
 use burn::tensor::Device;
 use encoders::audio::silero::CHUNK;
@@ -10,12 +10,8 @@ use encoders::audio::{Segment, Segmenter, SegmenterConfig, Silero};
 
 #[test]
 fn speech_probabilities_match_onnxruntime_within_1e_3() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/silero-vad");
-    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let dir = common::reference_dir("silero-vad");
+    let clip = common::read_f32(&dir.join("clip16k.f32"));
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("safetensors_probs.json")).unwrap())
             .unwrap();

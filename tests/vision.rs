@@ -11,8 +11,10 @@ use encoders::vision::{Region, VisionEncoder};
 use percept::models;
 use serde_json::Value;
 
+mod common;
+
 fn reference_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/efficientnet-lite0")
+    common::reference_dir("efficientnet-lite0")
 }
 
 fn reference() -> Value {
@@ -37,11 +39,7 @@ fn load_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
 
 /// The numpy reference's pre-processed chelsea, `[1, 3, 224, 224]`.
 fn chelsea_input() -> Vec<f32> {
-    let bytes = std::fs::read(reference_dir().join("chelsea_input_224.f32")).unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    common::read_f32(&reference_dir().join("chelsea_input_224.f32"))
 }
 
 fn at(t: &Tensor<4>, pos: &Value) -> f32 {

@@ -2,7 +2,7 @@
 //! model.bin; greedy, no timestamps): the same token ids on an espeak-ng clip
 //! (`fixtures/reference/whisper-tiny-en/`).
 
-use std::path::Path;
+mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use encoders::audio::LogMel;
@@ -10,12 +10,8 @@ use encoders::audio::whisper::{Greedy, MAX_FRAMES, Whisper};
 use encoders::ct2::Ct2Model;
 
 fn setup() -> (Whisper, Greedy, Vec<f32>, Vec<u32>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/whisper-tiny-en");
-    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let dir = common::reference_dir("whisper-tiny-en");
+    let clip = common::read_f32(&dir.join("clip16k.f32"));
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("faster_whisper_ref.json")).unwrap())
             .unwrap();
@@ -72,12 +68,7 @@ fn transcript_tokens_equal_faster_whispers() {
 
 #[test]
 fn transcriber_gives_the_text_and_odd_audio_a_clear_outcome() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/whisper-tiny-en");
-    let clip: Vec<f32> = std::fs::read(dir.join("clip16k.f32"))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let clip = common::read_f32(&common::reference_dir("whisper-tiny-en").join("clip16k.f32"));
     let t = percept::speech::Transcriber::load(&Device::flex()).unwrap();
     assert_eq!(
         t.transcribe(&clip).text,
