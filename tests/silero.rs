@@ -56,3 +56,27 @@ fn speech_probabilities_match_onnxruntime_within_1e_3() {
     got.extend(segmenter.finish(clip.len()));
     assert_eq!(got, want);
 }
+
+/// The same model on the wgpu device (llvmpipe in CI) gives the CPU's probabilities.
+#[test]
+fn wgpu_device_matches_the_cpu() {
+    let clip = common::read_f32(&common::reference_dir("silero-vad").join("clip16k.f32"));
+    let path = percept::models::require("silero-vad").unwrap();
+    let gpu = percept::device::select(percept::device::DeviceChoice::Wgpu, 0).unwrap();
+    let cpu = Device::flex();
+    let probs = |device: &Device| -> Vec<f32> {
+        let vad = Silero::load(&path, device).unwrap();
+        let mut state = vad.start(device);
+        clip.chunks(CHUNK)
+            .take(60)
+            .map(|c| vad.forward(c, &mut state))
+            .collect()
+    };
+    let (g, c) = (probs(&gpu), probs(&cpu));
+    let worst = g
+        .iter()
+        .zip(&c)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max probability difference {worst}");
+}

@@ -80,3 +80,26 @@ fn transcriber_gives_the_text_and_odd_audio_a_clear_outcome() {
         assert!(out.tokens.len() < 50, "{out:?}");
     }
 }
+
+/// The same model on the wgpu device (llvmpipe in CI) writes the CPU's tokens, from an
+/// encoder output within a small bound of the CPU's.
+#[test]
+fn wgpu_device_matches_the_cpu() {
+    let (cpu_model, greedy, clip, want) = setup();
+    let files = percept::models::require_all("whisper-tiny-en").unwrap();
+    let ct2 = Ct2Model::parse(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let gpu = percept::device::select(percept::device::DeviceChoice::Wgpu, 0).unwrap();
+    let gpu_model = Whisper::load(&ct2, &gpu).unwrap();
+    let mel = mel_tensor(&clip, 1500);
+    let on_gpu = gpu_model.encode(Tensor::from_data(mel.clone().into_data(), &gpu));
+    let on_cpu = cpu_model.encode(mel);
+    let a: Vec<f32> = on_gpu.clone().into_data().try_to_vec().unwrap();
+    let b: Vec<f32> = on_cpu.into_data().try_to_vec().unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-2, "max encoder difference {worst}");
+    assert_eq!(greedy.run(&gpu_model, on_gpu), want);
+}
