@@ -104,7 +104,7 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     }
     let llm = Arc::new(crate::llm_cmd::load(&args.model)?);
     let vision = Arc::new(percept::vision::load(&llm.device)?);
-    let prompt = FramedPrompt::chat(&llm, SYSTEM, ASK)?;
+    let prompt = FramedPrompt::chat(&llm, SYSTEM, "", ASK)?;
     let cache = Arc::new(PrefixCache::new(&llm, &prompt)?);
 
     let mut graph = Graph::new();

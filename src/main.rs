@@ -3,6 +3,7 @@
 mod bench;
 mod bench_pipeline;
 mod describe_cmd;
+mod kiosk_cmd;
 mod llm_cmd;
 mod record_cmd;
 mod run_cmd;
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Describe what a camera, a recording or image files show, one caption per scene.
     Describe(describe_cmd::DescribeArgs),
+    /// Answer spoken questions from a knowledge file (microphone, audio file or recording).
+    Kiosk(kiosk_cmd::KioskArgs),
     /// Run a dataflow graph described in a TOML file, until its sources end or Ctrl-C.
     Run(run_cmd::RunArgs),
     /// Record sources (camera, microphone, text, or image and audio files) into a fixture
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_cmd::run(args)?,
         Command::Record(args) => record_cmd::run(args)?,
         Command::Describe(args) => describe_cmd::run(args)?,
+        Command::Kiosk(args) => kiosk_cmd::run(args)?,
         Command::Models { command } => return models_cmd(command),
     }
     Ok(ExitCode::SUCCESS)

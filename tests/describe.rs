@@ -90,7 +90,7 @@ fn cached_prompt_head_is_reused_exactly() {
 
     let path = percept::models::require("smollm2-135m-instruct").unwrap();
     let lm = Llm::load(path, &Device::flex(), |_, _| {}).unwrap();
-    let prompt = FramedPrompt::chat(&lm, "You describe scenes.", "\nWhat is there?").unwrap();
+    let prompt = FramedPrompt::chat(&lm, "You describe scenes.", "", "\nWhat is there?").unwrap();
     let cache = PrefixCache::new(&lm, &prompt).unwrap();
     assert_eq!(cache.len(), prompt.head.len());
     let argmax = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap();

@@ -17,11 +17,12 @@ pub struct FramedPrompt {
 }
 
 impl FramedPrompt {
-    /// `system`, then a user turn of `[item rows] + after`, ready for the assistant.
-    pub fn chat(lm: &Llm, system: &str, after: &str) -> Result<Self, LlmError> {
+    /// `system`, then a user turn of `before + [item rows] + after`, ready for the
+    /// assistant.
+    pub fn chat(lm: &Llm, system: &str, before: &str, after: &str) -> Result<Self, LlmError> {
         let text = lm.chat_prompt(&[
             Message::new(Role::System, system),
-            Message::new(Role::User, format!("{SLOT}{after}")),
+            Message::new(Role::User, format!("{before}{SLOT}{after}")),
         ])?;
         let (head, tail) = text
             .split_once(SLOT)
