@@ -27,7 +27,7 @@ use fusion::prompt::{FramedPrompt, PrefixCache};
 use fusion::vision::{LabelProjector, VisionProjector};
 use llm::{GenerateParams, Llm, SamplingParams};
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
-use pipeline::frame::Converter;
+use pipeline::frame::converting;
 use pipeline::{
     EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult, edge,
 };
@@ -184,16 +184,8 @@ fn spawn_source(graph: &mut Graph, args: &DescribeArgs, tx: Output<Envelope<Fram
             Pace::Recorded
         };
         graph.spawn("replay", move |ctx| {
-            let mut converter = Converter::default();
-            fixture.replay_frames(&ctx, &name, ReplayClock::new(pace), |raw| {
-                match converter.convert(raw) {
-                    Some(frame) => {
-                        ctx.item_out();
-                        tx.send(frame)
-                    }
-                    None => Ok(()),
-                }
-            })
+            let send = converting(|frame| tx.send(frame));
+            fixture.replay_frames(&ctx, &name, ReplayClock::new(pace), send)
         })?;
     } else if let Some(index) = args.camera {
         spawn_camera(graph, index, tx)?;
@@ -223,11 +215,7 @@ fn spawn_camera(graph: &mut Graph, index: u32, tx: Output<Envelope<Frame>>) -> R
     };
     check(config)?;
     graph.spawn("camera", move |ctx| {
-        let mut converter = Converter::default();
-        camera_source(&ctx, config, |raw| match converter.convert(raw) {
-            Some(frame) => tx.send(frame),
-            None => Ok(()),
-        })
+        camera_source(&ctx, config, converting(|frame| tx.send(frame)))
     })?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use pipeline::devices::{Presence, open_or_skip};
 use pipeline::edge::{Closed, EdgeProbe};
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
-use pipeline::frame::Converter;
+use pipeline::frame::converting;
 use pipeline::media_file::{AudioFile, load_image};
 use pipeline::spec::{self, GraphSpec, KindInfo, StageSpec};
 use pipeline::{
@@ -238,12 +238,7 @@ fn sender<T>(
 /// Converts raw frames as live capture does (dropping and counting bad ones) and sends
 /// the good ones.
 fn frame_sender(out: Option<Output<Item>>) -> impl FnMut(Envelope<RawFrame>) -> Result<(), Closed> {
-    let mut send = sender(out, Payload::Frame);
-    let mut converter = Converter::default();
-    move |raw| match converter.convert(raw) {
-        Some(frame) => send(frame),
-        None => Ok(()),
-    }
+    converting(sender(out, Payload::Frame))
 }
 
 fn build(

@@ -183,6 +183,18 @@ impl Converter {
     }
 }
 
+/// Wraps a sender of RGB frames into one of raw frames, converting as [`Converter`] does:
+/// what sources (camera, replay) hand their frames to.
+pub fn converting(
+    mut send: impl FnMut(Envelope<Frame>) -> Result<(), Closed>,
+) -> impl FnMut(Envelope<RawFrame>) -> Result<(), Closed> {
+    let mut converter = Converter::default();
+    move |raw| match converter.convert(raw) {
+        Some(frame) => send(frame),
+        None => Ok(()),
+    }
+}
+
 /// The conversion stage: raw frames in, RGB frames out. A frame that does not convert is
 /// dropped, counted and logged, and the stream goes on.
 pub fn convert_stream(
