@@ -1,6 +1,8 @@
-//! Silero VAD in burn against onnxruntime running the same graph with the same weights
-//! (`fixtures/reference/silero-vad/safetensors_probs.json`), chunk by chunk over an
-//! espeak-ng clip with pauses, state and context carried across chunks.
+//! Silero VAD in burn against onnxruntime, chunk by chunk over an espeak-ng clip with pauses,
+//! state and context carried across chunks: weights read from `silero_vad.onnx` against
+//! onnxruntime running that file (`onnx_probs.json`), and weights read from the wheel's
+//! safetensors (a different checkpoint) against onnxruntime running the same graph with those
+//! weights swapped in (`safetensors_probs.json`).
 
 mod common;
 
@@ -8,13 +10,21 @@ use burn::tensor::Device;
 use encoders::audio::silero::CHUNK;
 use encoders::audio::{Segment, Segmenter, SegmenterConfig, Silero};
 
-#[test]
-fn speech_probabilities_match_onnxruntime_within_1e_3() {
+/// The cached model file whose name ends with `suffix`.
+fn model_file(suffix: &str) -> std::path::PathBuf {
+    percept::models::require_all("silero-vad")
+        .unwrap()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap()
+}
+
+/// Probabilities of `weights` over the clip, compared chunk by chunk with `reference`.
+fn probabilities_match(weights: &str, reference: &str) -> Vec<f32> {
     let dir = common::reference_dir("silero-vad");
     let clip = common::read_f32(&dir.join("clip16k.f32"));
     let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("safetensors_probs.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(reference)).unwrap()).unwrap();
     let want: Vec<f32> = reference["probs"]
         .as_array()
         .unwrap()
@@ -22,7 +32,7 @@ fn speech_probabilities_match_onnxruntime_within_1e_3() {
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
     let device = Device::flex();
-    let vad = Silero::load(&percept::models::require("silero-vad").unwrap(), &device).unwrap();
+    let vad = Silero::load(&model_file(weights), &device).unwrap();
     let mut state = vad.start(&device);
     let got: Vec<f32> = clip
         .chunks(CHUNK)
@@ -34,9 +44,31 @@ fn speech_probabilities_match_onnxruntime_within_1e_3() {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(worst < 1e-3, "max probability difference {worst}");
+    eprintln!("{weights}: max probability difference {worst:e}");
+    assert!(
+        worst < 1e-3,
+        "{weights}: max probability difference {worst}"
+    );
     // The clip has speech: some chunks are confidently speech, some confidently not.
     assert!(got.iter().any(|&p| p > 0.9) && got.iter().any(|&p| p < 0.1));
+    got
+}
+
+#[test]
+fn onnx_weights_match_silero_vad_onnx_within_1e_3() {
+    let probs = probabilities_match("silero_vad.onnx", "onnx_probs.json");
+    utterances_are_get_speech_timestamps(&probs);
+}
+
+#[test]
+fn safetensors_weights_match_onnxruntime_with_those_weights_within_1e_3() {
+    let probs = probabilities_match("silero_vad_16k.safetensors", "safetensors_probs.json");
+    utterances_are_get_speech_timestamps(&probs);
+}
+
+fn utterances_are_get_speech_timestamps(probs: &[f32]) {
+    let dir = common::reference_dir("silero-vad");
+    let samples = common::read_f32(&dir.join("clip16k.f32")).len();
 
     // Streamed into utterances, they are silero-vad's `get_speech_timestamps` segments
     // (its Python, ported to numpy, on onnxruntime's probabilities: segments.json).
@@ -52,8 +84,8 @@ fn speech_probabilities_match_onnxruntime_within_1e_3() {
         })
         .collect();
     let mut segmenter = Segmenter::new(SegmenterConfig::default());
-    let mut got: Vec<Segment> = got.iter().filter_map(|&p| segmenter.push(p)).collect();
-    got.extend(segmenter.finish(clip.len()));
+    let mut got: Vec<Segment> = probs.iter().filter_map(|&p| segmenter.push(p)).collect();
+    got.extend(segmenter.finish(samples));
     assert_eq!(got, want);
 }
 

@@ -4,9 +4,10 @@
 //! package wraps them as stages, `fusion` turns their outputs into prefix embeddings.
 //!
 //! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle), [`ct2`]
-//! (CTranslate2's model.bin); safetensors through the `safetensors` crate.
+//! (CTranslate2's model.bin), [`onnx`] (the float tensors of an ONNX graph); safetensors through the `safetensors` crate.
 
 pub mod audio;
 pub mod ct2;
+pub mod onnx;
 pub mod torch_pickle;
 pub mod vision;

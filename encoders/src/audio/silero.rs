@@ -31,6 +31,31 @@ pub enum SileroError {
 #[derive(Config, Debug)]
 pub struct SileroConfig {}
 
+/// The `If` branch of `silero_vad.onnx` taken at 16 kHz (the other is the 8 kHz model).
+const ONNX_BRANCH: &str = "If_0/then_branch";
+
+/// The ONNX constant holding a safetensors tensor (`TENSOR_MAPPING.md`; same layouts).
+fn onnx_name(safetensors: &str) -> &str {
+    match safetensors {
+        "stft_conv.weight" => "stft.forward_basis_buffer",
+        "conv1.weight" => "encoder.0.reparam_conv.weight",
+        "conv1.bias" => "encoder.0.reparam_conv.bias",
+        "conv2.weight" => "encoder.1.reparam_conv.weight",
+        "conv2.bias" => "encoder.1.reparam_conv.bias",
+        "conv3.weight" => "encoder.2.reparam_conv.weight",
+        "conv3.bias" => "encoder.2.reparam_conv.bias",
+        "conv4.weight" => "encoder.3.reparam_conv.weight",
+        "conv4.bias" => "encoder.3.reparam_conv.bias",
+        "lstm_cell.weight_ih" => "decoder.rnn.weight_ih",
+        "lstm_cell.weight_hh" => "decoder.rnn.weight_hh",
+        "lstm_cell.bias_ih" => "decoder.rnn.bias_ih",
+        "lstm_cell.bias_hh" => "decoder.rnn.bias_hh",
+        "final_conv.weight" => "decoder.decoder.2.weight",
+        "final_conv.bias" => "decoder.decoder.2.bias",
+        other => other,
+    }
+}
+
 /// The encoder's convolutions: `(in, out, stride)`, kernel 3, zero padding 1.
 const ENCODER: [(usize, usize, usize); 4] =
     [(BINS, 128, 1), (128, 64, 2), (64, 64, 2), (64, 128, 1)];
@@ -93,31 +118,60 @@ impl SileroConfig {
 }
 
 impl Silero {
-    /// Loads `silero_vad_16k.safetensors`.
+    /// Loads the weights from `silero_vad.onnx` (the official v6.2 model, whose 16 kHz
+    /// branch holds them as constants) or from `silero_vad_16k.safetensors` (a nearby but
+    /// different checkpoint: see `fixtures/reference/silero-vad/WEIGHTS.md`), by extension.
     pub fn load(path: &std::path::Path, device: &Device) -> Result<Self, SileroError> {
         let fail = |reason: String| SileroError::Weights {
             path: path.display().to_string(),
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-        let file =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;
-        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, SileroError> {
-            let t = file
-                .tensor(name)
-                .map_err(|e| fail(format!("{name}: {e}")))?;
-            if t.shape() != shape || t.dtype() != safetensors::Dtype::F32 {
-                return Err(fail(format!(
-                    "{name} is {:?} {:?}, expected F32 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                )));
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("onnx") => {
+                let tensors =
+                    crate::onnx::float_tensors(&bytes).map_err(|e| fail(e.to_string()))?;
+                Self::from_weights(
+                    |name, shape| {
+                        let t = crate::onnx::find(&tensors, ONNX_BRANCH, onnx_name(name), shape)
+                            .map_err(|e| fail(e.to_string()))?;
+                        Ok(t.data.clone())
+                    },
+                    device,
+                )
             }
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
-        };
+            Some("safetensors") => {
+                let file = safetensors::SafeTensors::deserialize(&bytes)
+                    .map_err(|e| fail(e.to_string()))?;
+                Self::from_weights(
+                    |name, shape| {
+                        let t = file
+                            .tensor(name)
+                            .map_err(|e| fail(format!("{name}: {e}")))?;
+                        if t.shape() != shape || t.dtype() != safetensors::Dtype::F32 {
+                            return Err(fail(format!(
+                                "{name} is {:?} {:?}, expected F32 {shape:?}",
+                                t.dtype(),
+                                t.shape()
+                            )));
+                        }
+                        Ok(t.data()
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect())
+                    },
+                    device,
+                )
+            }
+            _ => Err(fail("expected a .onnx or .safetensors file".into())),
+        }
+    }
+
+    /// Builds the model from `get(name, shape)`, names as in the safetensors file.
+    fn from_weights(
+        get: impl Fn(&str, &[usize]) -> Result<Vec<f32>, SileroError>,
+        device: &Device,
+    ) -> Result<Self, SileroError> {
         let config = SileroConfig::new();
         let mut stft = config.stft_config().init(device);
         stft.weight = param(
