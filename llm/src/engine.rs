@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::gguf::{GgufError, GgufFile};
 use crate::gguf_loader::{LoadError, load_llama};
+use crate::grammar::{Grammar, advance_bytes};
 use crate::llama::{KvCache, Llama};
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer, TokenizerError};
@@ -81,6 +82,10 @@ pub enum StopReason {
     StopString,
     MaxTokens,
     ContextFull,
+    /// The grammar's output is complete and nothing may follow.
+    Complete,
+    /// The grammar allowed no token the vocabulary has (a grammar that cannot be tokenized).
+    DeadEnd,
 }
 
 /// The outcome of one generation.
@@ -233,6 +238,20 @@ impl Llm {
         session: &mut Session,
         prompt: &[Segment],
         params: &GenerateParams,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        self.generate_constrained(session, prompt, params, &FreeText, on_text)
+    }
+
+    /// [`Llm::generate`] where each token must keep the output inside `grammar`: the logits
+    /// of every other token are masked out before sampling, and end-of-turn is allowed only
+    /// where the grammar accepts.
+    pub fn generate_constrained<G: Grammar>(
+        &self,
+        session: &mut Session,
+        prompt: &[Segment],
+        params: &GenerateParams,
+        grammar: &G,
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation, LlmError> {
         let mut sampler = Sampler::new(params.sampling.clone())?;
@@ -246,15 +265,30 @@ impl Llm {
         let mut decoder = StreamDecoder::default();
         let mut stops = StopMatcher::new(&params.stop);
         let mut tokens = Vec::new();
+        let mut state = grammar.start();
         let context = self.model.context_length();
         let stop = loop {
             if tokens.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
+            if grammar.finished(&state) {
+                break StopReason::Complete;
+            }
+            let allowed =
+                (!grammar.is_free(&state)).then(|| self.mask(grammar, &state, &mut logits));
             let id = sampler.sample(&mut logits, &session.history);
             if self.tokenizer.eog.contains(&id) {
                 break StopReason::EndOfTurn;
             }
+            state = match &allowed {
+                Some(allowed) => match allowed.iter().find(|(t, _)| *t == id) {
+                    Some((_, next)) => next.clone(),
+                    None => break StopReason::DeadEnd,
+                },
+                None => {
+                    advance_bytes(grammar, &state, &self.tokenizer.token_bytes(id)).unwrap_or(state)
+                }
+            };
             tokens.push(id);
             let piece = decoder.push(&self.tokenizer, id);
             if stops.push(&piece, &mut on_text) {
@@ -278,6 +312,53 @@ impl Llm {
             prompt_time,
             generate_time: started.elapsed(),
         })
+    }
+
+    /// Sets every logit the grammar does not allow from `state` to -inf (end-of-turn stays
+    /// only where it accepts); returns the allowed tokens with their next states.
+    fn mask<G: Grammar>(
+        &self,
+        grammar: &G,
+        state: &G::State,
+        logits: &mut [f32],
+    ) -> Vec<(TokenId, G::State)> {
+        let allowed = self.tokenizer.trie().allowed(grammar, state);
+        let mut keep = vec![false; logits.len()];
+        for &(id, _) in &allowed {
+            if let Some(k) = keep.get_mut(id as usize) {
+                *k = true;
+            }
+        }
+        if grammar.accepts(state) {
+            for &id in &self.tokenizer.eog {
+                if let Some(k) = keep.get_mut(id as usize) {
+                    *k = true;
+                }
+            }
+        }
+        for (l, k) in logits.iter_mut().zip(keep) {
+            if !k {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        allowed
+    }
+}
+
+/// Unconstrained text: every token, any time.
+struct FreeText;
+
+impl Grammar for FreeText {
+    type State = ();
+    fn start(&self) {}
+    fn advance(&self, _: &(), _: u8) -> Option<()> {
+        Some(())
+    }
+    fn accepts(&self, _: &()) -> bool {
+        true
+    }
+    fn is_free(&self, _: &()) -> bool {
+        true
     }
 }
 

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gguf;
 #[cfg(feature = "model")]
 pub mod gguf_loader;
+pub mod grammar;
 #[cfg(feature = "model")]
 pub mod linear;
 #[cfg(feature = "model")]

@@ -55,6 +55,8 @@ pub struct Tokenizer {
     pub eos: Option<TokenId>,
     /// Tokens that end a turn: EOS and, for chat models, `<|im_end|>`/`<|endoftext|>`.
     pub eog: Vec<TokenId>,
+    /// The vocabulary as a byte trie, for constrained decoding; built on first use.
+    trie: std::sync::OnceLock<crate::grammar::TokenTrie>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -164,7 +166,14 @@ impl Tokenizer {
             bos,
             eos,
             eog,
+            trie: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Every ordinary token as a byte trie (built once, on first use).
+    pub fn trie(&self) -> &crate::grammar::TokenTrie {
+        self.trie
+            .get_or_init(|| crate::grammar::TokenTrie::new(self))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -1,0 +1,463 @@
+//! Kiosk commands: the `[commands]` table of a knowledge file, the JSON that names one of
+//! them, and the grammar that makes the language model produce only such JSON (or, when the
+//! visitor asked a question, plain text).
+//!
+//! ```toml
+//! [commands.show_map]
+//! description = "Show a map of one floor on the screen"
+//! parameters = { floor = { enum = ["ground", "first", "second"] } }
+//! ```
+//!
+//! An action is written in one canonical form, parameters in name order:
+//! `{"action": "show_map", "args": {"floor": "first"}}`. Parameters are `enum` (one of the
+//! listed strings), `string` (up to 48 bytes, no quotes or escapes) or `integer`.
+
+use std::collections::BTreeMap;
+
+use llm::grammar::Grammar;
+use serde::{Deserialize, Serialize};
+
+/// Longest free string argument, in bytes.
+const MAX_TEXT: u16 = 48;
+/// Longest integer argument, in digits.
+const MAX_DIGITS: u16 = 9;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub description: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type", default)]
+    pub kind: ParamType,
+    /// The allowed values (implies a string).
+    #[serde(rename = "enum", default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    #[default]
+    String,
+    Integer,
+}
+
+/// One action the model chose, as printed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    pub action: String,
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("command '{0}': names must be 1 to 64 letters, digits or _")]
+    Name(String),
+    #[error("command '{command}', parameter '{param}': {reason}")]
+    Param {
+        command: String,
+        param: String,
+        reason: String,
+    },
+    #[error("the model's output is not a valid action ({reason}): {text}")]
+    Invalid { text: String, reason: String },
+}
+
+/// The commands of a knowledge file, checked, with their grammar.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    pub specs: BTreeMap<String, CommandSpec>,
+    patterns: Vec<Vec<Piece>>,
+}
+
+/// One part of an action's canonical text.
+#[derive(Debug, Clone)]
+enum Piece {
+    Literal(Vec<u8>),
+    /// One of several literals (an enum's quoted values).
+    OneOf(Vec<Vec<u8>>),
+    /// A JSON string's body and its closing quote.
+    Text,
+    Integer,
+}
+
+fn plain_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A value that needs no escaping inside a JSON string.
+fn plain_value(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+impl Commands {
+    pub fn new(specs: BTreeMap<String, CommandSpec>) -> Result<Self, CommandError> {
+        let mut patterns = Vec::new();
+        for (name, spec) in &specs {
+            if !plain_name(name) {
+                return Err(CommandError::Name(name.clone()));
+            }
+            patterns.push(Self::pattern(name, spec)?);
+        }
+        Ok(Commands { specs, patterns })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    fn pattern(name: &str, spec: &CommandSpec) -> Result<Vec<Piece>, CommandError> {
+        let mut pieces = vec![Piece::Literal(
+            format!("{{\"action\": \"{name}\", \"args\": {{").into_bytes(),
+        )];
+        for (k, (param, p)) in spec.parameters.iter().enumerate() {
+            let fail = |reason: &str| CommandError::Param {
+                command: name.into(),
+                param: param.clone(),
+                reason: reason.into(),
+            };
+            if !plain_name(param) {
+                return Err(fail("names must be 1 to 64 letters, digits or _"));
+            }
+            let sep = if k == 0 { "" } else { ", " };
+            let quote = if p.kind == ParamType::Integer || !p.choices.is_empty() {
+                ""
+            } else {
+                "\""
+            };
+            pieces.push(Piece::Literal(
+                format!("{sep}\"{param}\": {quote}").into_bytes(),
+            ));
+            if !p.choices.is_empty() {
+                if p.kind == ParamType::Integer {
+                    return Err(fail("an enum lists strings; drop type = \"integer\""));
+                }
+                if let Some(bad) = p.choices.iter().find(|c| !plain_value(c)) {
+                    return Err(fail(&format!(
+                        "enum value {bad:?} must be 1 to 64 bytes without quotes, backslashes or control characters"
+                    )));
+                }
+                let alts = p
+                    .choices
+                    .iter()
+                    .map(|c| format!("\"{c}\"").into_bytes())
+                    .collect();
+                pieces.push(Piece::OneOf(alts));
+            } else if p.kind == ParamType::Integer {
+                pieces.push(Piece::Integer);
+            } else {
+                pieces.push(Piece::Text);
+            }
+        }
+        pieces.push(Piece::Literal(b"}}".to_vec()));
+        Ok(pieces)
+    }
+
+    /// How the model is told about the commands, one line each:
+    /// `show_map(floor: "ground" | "first" | "second"): Show a map of one floor`.
+    pub fn describe(&self) -> String {
+        self.specs
+            .iter()
+            .map(|(name, spec)| {
+                let params: Vec<String> = spec
+                    .parameters
+                    .iter()
+                    .map(|(param, p)| {
+                        let kind = if !p.choices.is_empty() {
+                            p.choices
+                                .iter()
+                                .map(|c| format!("\"{c}\""))
+                                .collect::<Vec<_>>()
+                                .join(" | ")
+                        } else if p.kind == ParamType::Integer {
+                            "integer".into()
+                        } else {
+                            "text".into()
+                        };
+                        format!("{param}: {kind}")
+                    })
+                    .collect();
+                format!("- {name}({}): {}", params.join(", "), spec.description)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A generated text as an action, checked against the schema: `Ok(None)` for plain text
+    /// (an answer, not an action).
+    pub fn parse(&self, text: &str) -> Result<Option<Action>, CommandError> {
+        let text = text.trim();
+        if !text.starts_with('{') {
+            return Ok(None);
+        }
+        let invalid = |reason: String| CommandError::Invalid {
+            text: text.into(),
+            reason,
+        };
+        let action: Action = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let spec = self
+            .specs
+            .get(&action.action)
+            .ok_or_else(|| invalid(format!("no command '{}'", action.action)))?;
+        for (param, p) in &spec.parameters {
+            let value = action
+                .args
+                .get(param)
+                .ok_or_else(|| invalid(format!("'{param}' is missing")))?;
+            let ok = match (value, p.kind) {
+                (serde_json::Value::String(s), ParamType::String) => {
+                    p.choices.is_empty() || p.choices.contains(s)
+                }
+                (serde_json::Value::Number(n), ParamType::Integer) => n.is_i64(),
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid(format!("'{param}' = {value} is not allowed")));
+            }
+        }
+        if action.args.len() != spec.parameters.len() {
+            return Err(invalid("unknown arguments".into()));
+        }
+        Ok(Some(action))
+    }
+}
+
+/// Where the output is: before its first visible byte, in free text, or inside an action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyState {
+    Start,
+    Text,
+    Action(Vec<Cursor>),
+}
+
+/// A position inside one command's pattern: piece, alternative (for enums), byte offset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cursor {
+    pattern: u16,
+    piece: u16,
+    alt: u16,
+    at: u16,
+}
+
+/// The reply grammar: text that does not start with `{`, or exactly one valid action.
+impl Grammar for Commands {
+    type State = ReplyState;
+
+    fn start(&self) -> ReplyState {
+        ReplyState::Start
+    }
+
+    fn advance(&self, state: &ReplyState, byte: u8) -> Option<ReplyState> {
+        match state {
+            ReplyState::Start if byte == b'{' && !self.patterns.is_empty() => {
+                let mut cursors = Vec::new();
+                for p in 0..self.patterns.len() {
+                    self.enter(p as u16, 0, &mut cursors);
+                }
+                self.step(&cursors, byte)
+            }
+            ReplyState::Start if byte.is_ascii_whitespace() => Some(ReplyState::Start),
+            ReplyState::Start | ReplyState::Text => Some(ReplyState::Text),
+            ReplyState::Action(cursors) => self.step(cursors, byte),
+        }
+    }
+
+    fn accepts(&self, state: &ReplyState) -> bool {
+        match state {
+            ReplyState::Start => false,
+            ReplyState::Text => true,
+            ReplyState::Action(cursors) => cursors.iter().any(|c| self.at_end(c)),
+        }
+    }
+
+    fn finished(&self, state: &ReplyState) -> bool {
+        matches!(state, ReplyState::Action(c) if c.iter().all(|c| self.at_end(c)))
+    }
+
+    fn is_free(&self, state: &ReplyState) -> bool {
+        *state == ReplyState::Text
+    }
+}
+
+impl Commands {
+    fn at_end(&self, c: &Cursor) -> bool {
+        c.piece as usize == self.patterns[c.pattern as usize].len()
+    }
+
+    /// Cursors at the start of `piece` (one per enum value).
+    fn enter(&self, pattern: u16, piece: u16, out: &mut Vec<Cursor>) {
+        let cursor = |alt| Cursor {
+            pattern,
+            piece,
+            alt,
+            at: 0,
+        };
+        match self.patterns[pattern as usize].get(piece as usize) {
+            Some(Piece::OneOf(alts)) => out.extend((0..alts.len() as u16).map(cursor)),
+            _ => out.push(cursor(0)),
+        }
+    }
+
+    fn step(&self, cursors: &[Cursor], byte: u8) -> Option<ReplyState> {
+        let mut next = Vec::new();
+        for c in cursors {
+            self.step_one(*c, byte, &mut next);
+        }
+        (!next.is_empty()).then_some(ReplyState::Action(next))
+    }
+
+    fn step_one(&self, c: Cursor, byte: u8, out: &mut Vec<Cursor>) {
+        let Some(piece) = self.patterns[c.pattern as usize].get(c.piece as usize) else {
+            return;
+        };
+        let literal = |bytes: &[u8], out: &mut Vec<Cursor>| {
+            if bytes.get(c.at as usize) == Some(&byte) {
+                if c.at as usize + 1 == bytes.len() {
+                    self.enter(c.pattern, c.piece + 1, out);
+                } else {
+                    out.push(Cursor { at: c.at + 1, ..c });
+                }
+            }
+        };
+        match piece {
+            Piece::Literal(bytes) => literal(bytes, out),
+            Piece::OneOf(alts) => literal(&alts[c.alt as usize], out),
+            Piece::Text => {
+                if byte == b'"' && c.at > 0 {
+                    self.enter(c.pattern, c.piece + 1, out);
+                } else if byte >= 0x20 && byte != b'"' && byte != b'\\' && c.at < MAX_TEXT {
+                    out.push(Cursor { at: c.at + 1, ..c });
+                }
+            }
+            Piece::Integer => {
+                let leading_zero = c.at == 1 && self.first_digit_zero(&c);
+                if byte.is_ascii_digit() && c.at < MAX_DIGITS && !leading_zero {
+                    out.push(Cursor {
+                        at: c.at + 1,
+                        // Remember whether the number started with 0 (then it is complete).
+                        alt: if c.at == 0 {
+                            u16::from(byte == b'0')
+                        } else {
+                            c.alt
+                        },
+                        ..c
+                    });
+                } else if c.at > 0 {
+                    let mut entered = Vec::new();
+                    self.enter(c.pattern, c.piece + 1, &mut entered);
+                    for e in entered {
+                        self.step_one(e, byte, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn first_digit_zero(&self, c: &Cursor) -> bool {
+        c.alt == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm::grammar::advance_bytes;
+
+    fn museum() -> Commands {
+        let specs: BTreeMap<String, CommandSpec> = toml::from_str(
+            r#"
+            [show_map]
+            description = "Show a map"
+            parameters = { floor = { enum = ["ground", "first"] } }
+            [call_staff]
+            description = "Call someone"
+            parameters = { reason = { type = "string" }, people = { type = "integer" } }
+            [help]
+            description = "Help"
+            "#,
+        )
+        .unwrap();
+        Commands::new(specs).unwrap()
+    }
+
+    fn accepted(c: &Commands, text: &str) -> bool {
+        advance_bytes(c, &c.start(), text.as_bytes()).is_some_and(|s| c.accepts(&s))
+    }
+
+    #[test]
+    fn the_grammar_accepts_exactly_the_valid_actions_and_plain_text() {
+        let c = museum();
+        for ok in [
+            r#"{"action": "show_map", "args": {"floor": "first"}}"#,
+            r#"{"action": "call_staff", "args": {"people": 12, "reason": "lost child"}}"#,
+            r#"{"action": "help", "args": {}}"#,
+            "The cafe is on the ground floor.",
+            "  The cafe {is} here",
+        ] {
+            assert!(accepted(&c, ok), "{ok}");
+            assert!(c.parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"{"action": "show_map", "args": {"floor": "third"}}"#,
+            r#"{"action": "show_map", "args": {"floor": "first"}"#,
+            r#"{"action": "open_door", "args": {}}"#,
+            r#"{"action": "call_staff", "args": {"people": 012, "reason": "x"}}"#,
+            r#"{"action": "call_staff", "args": {"people": 1, "reason": ""}}"#,
+            r#"{"action": "call_staff", "args": {"people": 1, "reason": "a\"b"}}"#,
+            r#"{"action":"help","args":{}}"#,
+            "",
+        ] {
+            assert!(!accepted(&c, bad), "{bad}");
+        }
+        let done = advance_bytes(&c, &c.start(), br#"{"action": "help", "args": {}}"#).unwrap();
+        assert!(c.finished(&done));
+        let text = advance_bytes(&c, &c.start(), b" Hi").unwrap();
+        assert!(c.is_free(&text) && !c.finished(&text));
+    }
+
+    #[test]
+    fn parse_checks_actions_against_the_schema() {
+        let c = museum();
+        assert_eq!(
+            c.parse(r#"{"action": "show_map", "args": {"floor": "first"}}"#)
+                .unwrap()
+                .unwrap()
+                .args["floor"],
+            "first"
+        );
+        assert_eq!(c.parse("Open 9 to 5.").unwrap(), None);
+        for bad in [
+            r#"{"action": "show_map", "args": {"floor": "roof"}}"#,
+            r#"{"action": "show_map", "args": {}}"#,
+            r#"{"action": "show_map", "args": {"floor": "first", "x": 1}}"#,
+            r#"{"action": "fly", "args": {}}"#,
+            r#"{"action": "show_map""#,
+        ] {
+            assert!(c.parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_command_tables_are_named() {
+        let specs: BTreeMap<String, CommandSpec> = toml::from_str(
+            r#"[go]
+            description = "x"
+            parameters = { to = { enum = ["a\"b"] } }"#,
+        )
+        .unwrap();
+        let e = Commands::new(specs).unwrap_err().to_string();
+        assert!(e.contains("'go'") && e.contains("'to'"), "{e}");
+        let specs: BTreeMap<String, CommandSpec> =
+            toml::from_str("[\"open door\"]\ndescription = \"x\"").unwrap();
+        assert!(Commands::new(specs).is_err());
+    }
+}
