@@ -1,6 +1,6 @@
 //! Kiosk commands: the `[commands]` table of a knowledge file, the JSON that names one of
-//! them, and the grammar that makes the language model produce only such JSON (or, when the
-//! visitor asked a question, plain text).
+//! them, the decision whether an utterance asks for one ([`Router`]), and the grammar that
+//! makes the language model produce only valid actions ([`ActionGrammar`]).
 //!
 //! ```toml
 //! [commands.show_map]
@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use llm::grammar::Grammar;
+use llm::{Llm, LlmError, Segment, Session, TokenId};
 use serde::{Deserialize, Serialize};
 
 /// Longest free string argument, in bytes.
@@ -231,12 +232,124 @@ impl Commands {
     }
 }
 
-/// Where the output is: before its first visible byte, in free text, or inside an action.
+/// What an utterance asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ReplyState {
-    Start,
-    Text,
-    Action(Vec<Cursor>),
+pub enum Route {
+    Question,
+    Command(String),
+}
+
+/// A routing decision and its evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub route: Route,
+    /// `ln P(words | best command) - ln P(words | best question hypothesis)`, nats.
+    pub margin: f32,
+}
+
+/// One explanation of an utterance: a command with some enum values, or a question.
+struct Hypothesis {
+    command: Option<String>,
+    /// The hypothesis' text but its last token, already run through the model.
+    session: Session,
+    last: TokenId,
+}
+
+/// Decides whether an utterance asks for a command, by which hypothesis about the visitor
+/// explains their words best: the language model's likelihood of the transcript after
+/// `A visitor asks the KIOSK to DESCRIPTION: "` for each command, and after two question
+/// hypotheses. A command wins when it beats the best question hypothesis by `margin` nats;
+/// its arguments are then decoded under [`ActionGrammar`].
+///
+/// Why not let the model choose with its first token: a 135M model never starts an answer
+/// with `{` however it is prompted (measured: P < 0.002 for commands and questions alike),
+/// while the likelihoods separate them: on 14 typed museum utterances, the 7 commands by
+/// 6.4 to 16 nats, the 7 questions by at most 2.3 (`tests/kiosk.rs` checks spoken ones).
+/// The same ranking does not pick enum values well (it prefers "English" for "switch to
+/// French"), so those are left to the decoder, which reads the words before writing them.
+pub struct Router {
+    hypotheses: Vec<Hypothesis>,
+    margin: f32,
+}
+
+impl Router {
+    pub fn new(llm: &Llm, commands: &Commands, kiosk: &str, margin: f32) -> Result<Self, LlmError> {
+        let mut texts = Vec::new();
+        for (name, spec) in &commands.specs {
+            let mut d = spec.description.trim().to_owned();
+            if let Some(first) = d.get(..1) {
+                d.replace_range(..1, &first.to_lowercase());
+            }
+            texts.push((
+                Some(name.clone()),
+                format!("A visitor asks the {kiosk} to {d}: \""),
+            ));
+        }
+        for question in ["a question", "for information"] {
+            texts.push((None, format!("A visitor asks the {kiosk} {question}: \"")));
+        }
+        let mut hypotheses = Vec::new();
+        for (command, text) in texts {
+            let mut ids = llm.tokenizer.encode(&text, false)?;
+            let last = ids.pop().ok_or(LlmError::EmptyPrompt)?;
+            let mut session = Session::new();
+            if !ids.is_empty() {
+                llm.prefill(&mut session, &[Segment::Tokens(ids)])?;
+            }
+            hypotheses.push(Hypothesis {
+                command,
+                session,
+                last,
+            });
+        }
+        Ok(Router { hypotheses, margin })
+    }
+
+    pub fn route(&self, llm: &Llm, transcript: &str) -> Result<Decision, LlmError> {
+        let words = llm
+            .tokenizer
+            .encode(&format!("{}\"", transcript.trim()), false)?;
+        let mut best_command = (f32::NEG_INFINITY, None);
+        let mut best_question = f32::NEG_INFINITY;
+        for h in &self.hypotheses {
+            let mut session = h.session.clone();
+            let ll = llm.log_likelihood(&mut session, &[Segment::Tokens(vec![h.last])], &words)?;
+            match &h.command {
+                Some(c) if ll > best_command.0 => best_command = (ll, Some(c)),
+                Some(_) => {}
+                None => best_question = best_question.max(ll),
+            }
+        }
+        let margin = best_command.0 - best_question;
+        let route = match best_command.1 {
+            Some(name) if margin > self.margin => Route::Command(name.clone()),
+            _ => Route::Question,
+        };
+        Ok(Decision { route, margin })
+    }
+}
+
+/// The JSON of one valid action: of any command, or of one chosen command.
+#[derive(Debug, Clone)]
+pub struct ActionGrammar {
+    patterns: Vec<Vec<Piece>>,
+}
+
+impl Commands {
+    /// Any one of the commands.
+    pub fn grammar(&self) -> ActionGrammar {
+        ActionGrammar {
+            patterns: self.patterns.clone(),
+        }
+    }
+
+    /// The command `name` alone (its arguments still free), if there is one.
+    pub fn grammar_for(&self, name: &str) -> Option<ActionGrammar> {
+        let index = self.specs.keys().position(|k| k == name)?;
+        Some(ActionGrammar {
+            patterns: vec![self.patterns[index].clone()],
+        })
+    }
 }
 
 /// A position inside one command's pattern: piece, alternative (for enums), byte offset.
@@ -248,47 +361,36 @@ pub struct Cursor {
     at: u16,
 }
 
-/// The reply grammar: text that does not start with `{`, or exactly one valid action.
-impl Grammar for Commands {
-    type State = ReplyState;
+impl Grammar for ActionGrammar {
+    /// Every pattern position the output so far can be at.
+    type State = Vec<Cursor>;
 
-    fn start(&self) -> ReplyState {
-        ReplyState::Start
-    }
-
-    fn advance(&self, state: &ReplyState, byte: u8) -> Option<ReplyState> {
-        match state {
-            ReplyState::Start if byte == b'{' && !self.patterns.is_empty() => {
-                let mut cursors = Vec::new();
-                for p in 0..self.patterns.len() {
-                    self.enter(p as u16, 0, &mut cursors);
-                }
-                self.step(&cursors, byte)
-            }
-            ReplyState::Start if byte.is_ascii_whitespace() => Some(ReplyState::Start),
-            ReplyState::Start | ReplyState::Text => Some(ReplyState::Text),
-            ReplyState::Action(cursors) => self.step(cursors, byte),
+    fn start(&self) -> Vec<Cursor> {
+        let mut cursors = Vec::new();
+        for p in 0..self.patterns.len() {
+            self.enter(p as u16, 0, &mut cursors);
         }
+        cursors
     }
 
-    fn accepts(&self, state: &ReplyState) -> bool {
-        match state {
-            ReplyState::Start => false,
-            ReplyState::Text => true,
-            ReplyState::Action(cursors) => cursors.iter().any(|c| self.at_end(c)),
+    fn advance(&self, cursors: &Vec<Cursor>, byte: u8) -> Option<Vec<Cursor>> {
+        let mut next = Vec::new();
+        for c in cursors {
+            self.step_one(*c, byte, &mut next);
         }
+        (!next.is_empty()).then_some(next)
     }
 
-    fn finished(&self, state: &ReplyState) -> bool {
-        matches!(state, ReplyState::Action(c) if c.iter().all(|c| self.at_end(c)))
+    fn accepts(&self, cursors: &Vec<Cursor>) -> bool {
+        cursors.iter().any(|c| self.at_end(c))
     }
 
-    fn is_free(&self, state: &ReplyState) -> bool {
-        *state == ReplyState::Text
+    fn finished(&self, cursors: &Vec<Cursor>) -> bool {
+        cursors.iter().all(|c| self.at_end(c))
     }
 }
 
-impl Commands {
+impl ActionGrammar {
     fn at_end(&self, c: &Cursor) -> bool {
         c.piece as usize == self.patterns[c.pattern as usize].len()
     }
@@ -305,14 +407,6 @@ impl Commands {
             Some(Piece::OneOf(alts)) => out.extend((0..alts.len() as u16).map(cursor)),
             _ => out.push(cursor(0)),
         }
-    }
-
-    fn step(&self, cursors: &[Cursor], byte: u8) -> Option<ReplyState> {
-        let mut next = Vec::new();
-        for c in cursors {
-            self.step_one(*c, byte, &mut next);
-        }
-        (!next.is_empty()).then_some(ReplyState::Action(next))
     }
 
     fn step_one(&self, c: Cursor, byte: u8, out: &mut Vec<Cursor>) {
@@ -389,22 +483,21 @@ mod tests {
         Commands::new(specs).unwrap()
     }
 
-    fn accepted(c: &Commands, text: &str) -> bool {
-        advance_bytes(c, &c.start(), text.as_bytes()).is_some_and(|s| c.accepts(&s))
+    fn accepted(g: &ActionGrammar, text: &str) -> bool {
+        advance_bytes(g, &g.start(), text.as_bytes()).is_some_and(|s| g.accepts(&s))
     }
 
     #[test]
-    fn the_grammar_accepts_exactly_the_valid_actions_and_plain_text() {
+    fn the_grammar_accepts_exactly_the_valid_actions() {
         let c = museum();
+        let g = c.grammar();
         for ok in [
             r#"{"action": "show_map", "args": {"floor": "first"}}"#,
             r#"{"action": "call_staff", "args": {"people": 12, "reason": "lost child"}}"#,
             r#"{"action": "help", "args": {}}"#,
-            "The cafe is on the ground floor.",
-            "  The cafe {is} here",
         ] {
-            assert!(accepted(&c, ok), "{ok}");
-            assert!(c.parse(ok).is_ok(), "{ok}");
+            assert!(accepted(&g, ok), "{ok}");
+            assert!(c.parse(ok).unwrap().is_some(), "{ok}");
         }
         for bad in [
             r#"{"action": "show_map", "args": {"floor": "third"}}"#,
@@ -414,14 +507,27 @@ mod tests {
             r#"{"action": "call_staff", "args": {"people": 1, "reason": ""}}"#,
             r#"{"action": "call_staff", "args": {"people": 1, "reason": "a\"b"}}"#,
             r#"{"action":"help","args":{}}"#,
+            "The cafe is on the ground floor.",
             "",
         ] {
-            assert!(!accepted(&c, bad), "{bad}");
+            assert!(!accepted(&g, bad), "{bad}");
         }
-        let done = advance_bytes(&c, &c.start(), br#"{"action": "help", "args": {}}"#).unwrap();
-        assert!(c.finished(&done));
-        let text = advance_bytes(&c, &c.start(), b" Hi").unwrap();
-        assert!(c.is_free(&text) && !c.finished(&text));
+        let done = advance_bytes(&g, &g.start(), br#"{"action": "help", "args": {}}"#).unwrap();
+        assert!(g.finished(&done));
+        let open = advance_bytes(
+            &g,
+            &g.start(),
+            br#"{"action": "call_staff", "args": {"people": 1"#,
+        );
+        assert!(open.is_some_and(|s| !g.finished(&s) && !g.accepts(&s)));
+        // Restricted to one command, the others are refused.
+        let map = c.grammar_for("show_map").unwrap();
+        assert!(accepted(
+            &map,
+            r#"{"action": "show_map", "args": {"floor": "ground"}}"#
+        ));
+        assert!(!accepted(&map, r#"{"action": "help", "args": {}}"#));
+        assert!(c.grammar_for("fly").is_none());
     }
 
     #[test]

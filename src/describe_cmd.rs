@@ -207,7 +207,11 @@ fn spawn_source(graph: &mut Graph, args: &DescribeArgs, tx: Output<Envelope<Fram
 }
 
 #[cfg(feature = "camera")]
-fn spawn_camera(graph: &mut Graph, index: u32, tx: Output<Envelope<Frame>>) -> Result<()> {
+pub(crate) fn spawn_camera(
+    graph: &mut Graph,
+    index: u32,
+    tx: Output<Envelope<Frame>>,
+) -> Result<()> {
     use pipeline::camera::{CameraConfig, camera_source, check};
     let config = CameraConfig {
         index,
@@ -221,7 +225,7 @@ fn spawn_camera(graph: &mut Graph, index: u32, tx: Output<Envelope<Frame>>) -> R
 }
 
 #[cfg(not(feature = "camera"))]
-fn spawn_camera(_: &mut Graph, _: u32, _: Output<Envelope<Frame>>) -> Result<()> {
+pub(crate) fn spawn_camera(_: &mut Graph, _: u32, _: Output<Envelope<Frame>>) -> Result<()> {
     bail!("this build has no camera support (cargo feature 'camera')")
 }
 

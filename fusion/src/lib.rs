@@ -5,10 +5,13 @@
 //!   scene's labels through the LM's own embedding table ([`vision::LabelProjector`], the
 //!   default: it needs no training), or by a learned matrix ([`vision::LinearProjector`],
 //!   weights from safetensors, for checkpoints trained LLaVA-style).
+//! - [`speech`]: an utterance's transcript, with the labels of the scene in view when a
+//!   camera is in the graph, as embedding rows ([`speech::UtteranceProjector`]).
 //! - [`prompt`]: a prompt with a fixed head whose KV cache is computed once, and a tail
 //!   per frame or utterance.
 
 pub mod prompt;
+pub mod speech;
 pub mod vision;
 
 /// Why a projection failed.

@@ -63,9 +63,15 @@ impl PrefixCache {
 
     /// A session holding the head, and the segments that complete the prompt for `item`.
     pub fn start(&self, item: Segment) -> (Session, Vec<Segment>) {
+        self.start_with_tail(item, &self.tail)
+    }
+
+    /// [`PrefixCache::start`] closing the turn with another tail (the `tail` of a prompt
+    /// framed with the same head and a different `after`).
+    pub fn start_with_tail(&self, item: Segment, tail: &[TokenId]) -> (Session, Vec<Segment>) {
         (
             self.session.clone(),
-            vec![item, Segment::Tokens(self.tail.clone())],
+            vec![item, Segment::Tokens(tail.to_vec())],
         )
     }
 }

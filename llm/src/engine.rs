@@ -225,6 +225,50 @@ impl Llm {
         Ok(to_vec(logits.expect("at least one chunk")))
     }
 
+    /// `ln P(continuation | session, prompt)`: the sum of each continuation token's log
+    /// probability, for ranking hypotheses by how well they explain a text.
+    pub fn log_likelihood(
+        &self,
+        session: &mut Session,
+        prompt: &[Segment],
+        continuation: &[TokenId],
+    ) -> Result<f32, LlmError> {
+        let mut logits = vec![self.prefill(session, prompt)?];
+        if continuation.len() > 1 {
+            let rows = self.embed(&[Segment::Tokens(
+                continuation[..continuation.len() - 1].to_vec(),
+            )])?;
+            let d = self.model.d_model();
+            let (cached, context) = (session.cache.len(), self.model.context_length());
+            if cached + rows.len() / d > context {
+                return Err(LlmError::ContextOverflow {
+                    needed: rows.len() / d,
+                    cached,
+                    context,
+                });
+            }
+            let x = Tensor::<3>::from_data(
+                TensorData::new(rows.clone(), [1, rows.len() / d, d]),
+                &self.device,
+            );
+            let all = to_vec(rayon::scope(|_| {
+                self.model.forward_all(x, &mut session.cache)
+            }));
+            logits.extend(all.chunks(self.model.vocab_size()).map(<[f32]>::to_vec));
+        }
+        let mut total = 0.0;
+        for (row, &id) in logits.iter().zip(continuation) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = row.iter().map(|l| (l - max).exp()).sum();
+            let l = row.get(id as usize).ok_or(LlmError::TokenOutOfRange {
+                id,
+                vocab: row.len(),
+            })?;
+            total += l - max - z.ln();
+        }
+        Ok(total)
+    }
+
     /// Logits after a raw prompt (no template), from a fresh session.
     pub fn logits(&self, prompt: &str) -> Result<Vec<f32>, LlmError> {
         let ids = self.tokenizer.encode(prompt, true)?;

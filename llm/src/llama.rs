@@ -410,12 +410,30 @@ impl Llama {
     /// - output: `[1, vocab_size]`
     pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
         let [b, t, d] = x.dims();
+        let h = self.hidden(x, cache);
+        let last = h.narrow(1, t - 1, 1).reshape([b, d]);
+        self.lm_head.forward(self.norm.forward(last))
+    }
+
+    /// [`Llama::forward`] returning the logits of every new position (for scoring a text).
+    ///
+    /// # Shapes
+    /// - input: `[1, seq, d_model]`
+    /// - output: `[seq, vocab_size]`
+    pub fn forward_all(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        let [_, t, d] = x.dims();
+        let h = self.hidden(x, cache).reshape([t, d]);
+        self.lm_head.forward(self.norm.forward(h))
+    }
+
+    /// The decoder blocks over new positions, extending `cache`.
+    fn hidden(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
+        let t = x.dims()[1];
         let mut h = x;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(h, &self.rope, cache, i);
         }
         cache.len += t;
-        let last = h.narrow(1, t - 1, 1).reshape([b, d]);
-        self.lm_head.forward(self.norm.forward(last))
+        h
     }
 }

@@ -1,0 +1,44 @@
+//! What the kiosk heard, and saw when a camera is in the graph, as prefix rows.
+//!
+//! The transcript is Whisper's text; the language model reads it best as its own words, so
+//! it goes in through the model's token embedding table, as [`crate::vision::LabelProjector`]
+//! does with labels. A scene, when there is one, comes first, so the question is the last
+//! thing before the instruction that closes the turn.
+
+use encoders::vision::Scene;
+use llm::{Llm, Segment};
+
+use crate::FusionError;
+use crate::vision::LabelProjector;
+
+/// An utterance and what was in view when it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Utterance<'a> {
+    pub transcript: &'a str,
+    pub scene: Option<&'a Scene>,
+}
+
+/// Turns an utterance into rows of the language model's embedding space.
+#[derive(Debug, Clone, Default)]
+pub struct UtteranceProjector;
+
+impl UtteranceProjector {
+    /// The text the rows stand for: "Camera: Objects in view: …\nVisitor: Where is the
+    /// cafe?".
+    pub fn describe(utterance: &Utterance) -> String {
+        let heard = format!("Visitor: {}", utterance.transcript.trim());
+        match utterance.scene {
+            Some(scene) => format!("Camera: {}\n{heard}", LabelProjector::describe(scene)),
+            None => heard,
+        }
+    }
+
+    /// `[rows, d_model]` embedding rows of [`UtteranceProjector::describe`].
+    pub fn project(&self, utterance: &Utterance, lm: &Llm) -> Result<Segment, FusionError> {
+        let ids = lm
+            .tokenizer
+            .encode(&Self::describe(utterance), false)
+            .map_err(llm::LlmError::from)?;
+        Ok(Segment::Embeddings(lm.embed(&[Segment::Tokens(ids)])?))
+    }
+}
