@@ -263,10 +263,12 @@ struct Hypothesis {
 ///
 /// Why not let the model choose with its first token: a 135M model never starts an answer
 /// with `{` however it is prompted (measured: P < 0.002 for commands and questions alike),
-/// while the likelihoods separate them: on 14 typed museum utterances, the 7 commands by
-/// 6.4 to 16 nats, the 7 questions by at most 2.3 (`tests/kiosk.rs` checks spoken ones).
+/// while the likelihoods separate them: on 18 different museum utterances (Whisper's
+/// transcripts of the speech fixtures among them), the 8 commands by 4.5 to 15.5 nats, the
+/// 10 questions by at most 2.0 (the kiosk's default margin is 3.5; `tests/kiosk.rs` checks
+/// spoken ones end to end).
 /// The same ranking does not pick enum values well (it prefers "English" for "switch to
-/// French"), so those are left to the decoder, which reads the words before writing them.
+/// French"); [`Commands::choose_enums`] does, from the other direction.
 pub struct Router {
     hypotheses: Vec<Hypothesis>,
     margin: f32,
@@ -329,6 +331,35 @@ impl Router {
     }
 }
 
+/// Most assignments of one command's enum parameters [`Commands::choose_enums`] scores.
+const MAX_VARIANTS: usize = 32;
+
+/// Every assignment of a command's enum parameters (one empty assignment when it has none,
+/// none when there would be more than [`MAX_VARIANTS`]).
+fn enum_choices(spec: &CommandSpec) -> Vec<BTreeMap<String, String>> {
+    let mut all = vec![BTreeMap::new()];
+    for (param, p) in spec
+        .parameters
+        .iter()
+        .filter(|(_, p)| !p.choices.is_empty())
+    {
+        if all.len() * p.choices.len() > MAX_VARIANTS {
+            return Vec::new();
+        }
+        all = all
+            .into_iter()
+            .flat_map(|a| {
+                p.choices.iter().map(move |c| {
+                    let mut a = a.clone();
+                    a.insert(param.clone(), c.clone());
+                    a
+                })
+            })
+            .collect();
+    }
+    all
+}
+
 /// The JSON of one valid action: of any command, or of one chosen command.
 #[derive(Debug, Clone)]
 pub struct ActionGrammar {
@@ -343,12 +374,69 @@ impl Commands {
         }
     }
 
-    /// The command `name` alone (its arguments still free), if there is one.
-    pub fn grammar_for(&self, name: &str) -> Option<ActionGrammar> {
+    /// The command `name` with the enum parameters in `pinned` fixed to those values (the
+    /// others still free), if there is such a command and the values are allowed.
+    pub fn grammar_for(
+        &self,
+        name: &str,
+        pinned: &BTreeMap<String, String>,
+    ) -> Option<ActionGrammar> {
         let index = self.specs.keys().position(|k| k == name)?;
+        let mut pattern = self.patterns[index].clone();
+        for (k, (param, p)) in self.specs[name].parameters.iter().enumerate() {
+            if let Some(value) = pinned.get(param) {
+                p.choices.contains(value).then_some(())?;
+                // Piece 0 opens the action; parameter k is a literal, then its value.
+                pattern[2 * k + 2] = Piece::Literal(format!("\"{value}\"").into_bytes());
+            }
+        }
         Some(ActionGrammar {
-            patterns: vec![self.patterns[index].clone()],
+            patterns: vec![pattern],
         })
+    }
+
+    /// The values of command `name`'s enum parameters that the words call for, by
+    /// contextual calibration (Zhao et al. 2021, "Calibrate before use"): each assignment's
+    /// action text (enum arguments only) is scored by its log-likelihood after the prompt
+    /// holding the words, minus its log-likelihood after the same prompt holding no words.
+    /// Greedy decoding alone follows the model's prior: it wrote "ground" for "a map of the
+    /// first floor" and for "the second floor" (the facts mention the ground floor).
+    ///
+    /// Empty when the command has no enums or more than [`MAX_VARIANTS`] assignments.
+    pub fn choose_enums(
+        &self,
+        llm: &Llm,
+        name: &str,
+        with_words: (&Session, &[Segment]),
+        without_words: (&Session, &[Segment]),
+    ) -> Result<BTreeMap<String, String>, LlmError> {
+        let Some(spec) = self.specs.get(name) else {
+            return Ok(BTreeMap::new());
+        };
+        let variants = enum_choices(spec);
+        if variants.len() < 2 {
+            return Ok(variants.into_iter().next().unwrap_or_default());
+        }
+        let score = |(session, prompt): (&Session, &[Segment]), text: &[TokenId]| {
+            llm.log_likelihood(&mut session.clone(), prompt, text)
+        };
+        let mut best = (f32::NEG_INFINITY, BTreeMap::new());
+        for pinned in variants {
+            let args: Vec<String> = pinned
+                .iter()
+                .map(|(p, v)| format!("\"{p}\": \"{v}\""))
+                .collect();
+            let text = format!(
+                "{{\"action\": \"{name}\", \"args\": {{{}}}}}",
+                args.join(", ")
+            );
+            let ids = llm.tokenizer.encode(&text, false)?;
+            let calibrated = score(with_words, &ids)? - score(without_words, &ids)?;
+            if calibrated > best.0 {
+                best = (calibrated, pinned);
+            }
+        }
+        Ok(best.1)
     }
 }
 
@@ -521,13 +609,29 @@ mod tests {
         );
         assert!(open.is_some_and(|s| !g.finished(&s) && !g.accepts(&s)));
         // Restricted to one command, the others are refused.
-        let map = c.grammar_for("show_map").unwrap();
+        let free = BTreeMap::new();
+        let map = c.grammar_for("show_map", &free).unwrap();
         assert!(accepted(
             &map,
             r#"{"action": "show_map", "args": {"floor": "ground"}}"#
         ));
         assert!(!accepted(&map, r#"{"action": "help", "args": {}}"#));
-        assert!(c.grammar_for("fly").is_none());
+        // With an enum value pinned, the other values are refused too.
+        let pinned = BTreeMap::from([("floor".to_string(), "first".to_string())]);
+        let first = c.grammar_for("show_map", &pinned).unwrap();
+        assert!(accepted(
+            &first,
+            r#"{"action": "show_map", "args": {"floor": "first"}}"#
+        ));
+        assert!(!accepted(
+            &first,
+            r#"{"action": "show_map", "args": {"floor": "ground"}}"#
+        ));
+        let roof = BTreeMap::from([("floor".to_string(), "roof".to_string())]);
+        assert!(c.grammar_for("show_map", &roof).is_none());
+        assert!(c.grammar_for("fly", &free).is_none());
+        assert_eq!(enum_choices(&c.specs["show_map"]).len(), 2);
+        assert_eq!(enum_choices(&c.specs["help"]), vec![BTreeMap::new()]);
     }
 
     #[test]

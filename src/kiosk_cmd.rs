@@ -66,7 +66,7 @@ pub struct KioskArgs {
     pub knowledge: Option<PathBuf>,
     /// How much better (in nats of log-likelihood) a command must explain the words than a
     /// question does for the utterance to count as that command.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 3.5)]
     pub command_margin: f32,
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = 48)]
@@ -480,15 +480,30 @@ impl Answerer {
         };
         let generation = match &route {
             Route::Command(name) => {
+                let (session, prompt) = self.cache.start_with_tail(rows, &self.act_tail);
+                let blank = Heard {
+                    transcript: "N/A",
+                    scene: scene.as_ref(),
+                };
+                let blank = self.cache.start_with_tail(
+                    UtteranceProjector.project(&blank, &self.llm)?,
+                    &self.act_tail,
+                );
+                let pinned = self.commands.choose_enums(
+                    &self.llm,
+                    name,
+                    (&session, &prompt),
+                    (&blank.0, &blank.1),
+                )?;
                 let grammar = self
                     .commands
-                    .grammar_for(name)
+                    .grammar_for(name, &pinned)
                     .context("routed to no command")?;
-                let (mut session, prompt) = self.cache.start_with_tail(rows, &self.act_tail);
                 let params = GenerateParams {
                     stop: Vec::new(),
                     ..self.params.clone()
                 };
+                let mut session = session;
                 self.llm
                     .generate_constrained(&mut session, &prompt, &params, &grammar, on_text)?
             }

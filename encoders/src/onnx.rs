@@ -125,10 +125,10 @@ fn read_node(
             }
         }
         // A Constant's tensor is named by the node's output, not by the tensor itself.
-        if let (Some((t, at)), "Constant", "value") = (tensor, op.as_str(), attr_name.as_str()) {
-            if let Some(t) = read_tensor(t, at, path, outputs.first().cloned())? {
-                out.push(t);
-            }
+        if let (Some((t, at)), "Constant", "value") = (tensor, op.as_str(), attr_name.as_str())
+            && let Some(t) = read_tensor(t, at, path, outputs.first().cloned())?
+        {
+            out.push(t);
         }
         for (g, at) in graphs {
             let sub = if path.is_empty() {
