@@ -74,8 +74,9 @@ fn transcripts_equal_faster_whisper_on_the_spoken_fixtures() {
 }
 
 /// Odd audio gives a clear outcome: silence and noise are transcribed (to little), a stereo
-/// 44.1 kHz MP3 is decoded and resampled first, a 10-minute recording goes through in 30 s
-/// windows, and a file that is not audio is an error naming it.
+/// 44.1 kHz MP3 is decoded and resampled first, 0.1 s and no audio give (almost) nothing, a
+/// 10-minute recording goes through in 30 s windows, and a file that is not audio is an
+/// error naming it.
 #[test]
 fn odd_audio_is_handled() {
     let transcriber = percept::speech::Transcriber::load(&Device::flex()).unwrap();
@@ -99,11 +100,16 @@ fn odd_audio_is_handled() {
     assert!(mp3.len() > 15_000);
     transcriber.transcribe(&mp3);
 
-    // Ten minutes: one spoken clip, then silence.
     let clip = AudioFile::open(&fixtures.join("speech/clip03.wav"))
         .unwrap()
         .read_all()
         .unwrap();
+    // A tenth of a second (the start of "Where is the cafe?"), and nothing at all.
+    let tenth = transcriber.transcribe(&clip[..1600]);
+    assert!(tenth.tokens.len() < 20, "{tenth:?}");
+    assert_eq!(transcriber.transcribe(&[]).tokens, Vec::<u32>::new());
+
+    // Ten minutes: one spoken clip, then silence.
     let mut long = clip.clone();
     long.resize(16_000 * 600, 0.0);
     let t = transcriber.transcribe(&long);
@@ -118,4 +124,41 @@ fn odd_audio_is_handled() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("voice.wav"), "{err}");
+}
+
+/// faster-whisper's fallback on repetition: decoded in a window no longer than the clip,
+/// Whisper never says end-of-text and loops (measured when choosing the window length);
+/// the greedy decoding repeats itself (zlib ratio above 2.4), so the window is decoded
+/// again at rising temperatures; when every temperature still loops (as here: 0.2 to 1.0
+/// give ratios of 42.7 to 2.42), the most confident one is kept with its loop cut after
+/// the first turn.
+#[test]
+fn a_repeating_transcript_falls_back_to_sampling() {
+    let transcriber = percept::speech::Transcriber::load(&Device::flex()).unwrap();
+    let clip =
+        AudioFile::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech/clip03.wav"))
+            .unwrap()
+            .read_all()
+            .unwrap();
+    let own_length = clip.len() / 160;
+    let attempts = transcriber.decode_window(&clip, Some(own_length));
+    let greedy = &attempts[0];
+    assert_eq!(greedy.temperature, 0.0);
+    assert!(greedy.compression_ratio > 2.4, "{greedy:?}");
+    assert!(attempts.len() > 1);
+    assert_eq!(attempts.len(), 7, "six temperatures, then the one kept");
+    let kept = attempts.last().unwrap();
+    assert!(kept.compression_ratio <= 2.4, "{kept:?}");
+    assert!(kept.tokens.len() < 20, "{kept:?}");
+    // "Where is the cafe where is the cafe ..." is cut to its first turn.
+    assert_eq!(&kept.tokens[..4], &[6350, 318, 262, 26725]);
+    assert_eq!(percept::speech::compression_ratio(b""), 0.0);
+    assert_eq!(
+        percept::speech::cut_loop(&[1, 2, 3, 4, 3, 4, 3, 4]),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        percept::speech::cut_loop(&[1, 2, 3, 4, 3, 4]),
+        vec![1, 2, 3, 4, 3, 4]
+    );
 }

@@ -429,35 +429,73 @@ pub struct Greedy {
     pub timestamps_from: u32,
 }
 
+/// One decoding: the transcript's token ids (prompt and end excluded) and the sum of their
+/// log probabilities under the masked distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub tokens: Vec<u32>,
+    pub sum_logprob: f32,
+}
+
 impl Greedy {
     /// Token ids of the transcript (prompt and end excluded).
     pub fn run(&self, model: &Whisper, encoded: Tensor<2>) -> Vec<u32> {
+        self.run_with(model, encoded, |logits| {
+            (0..logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                .unwrap_or(0) as u32
+        })
+        .tokens
+    }
+
+    /// Decodes with `choose` picking each token from the masked logits (the largest for
+    /// greedy decoding, a sample for temperature fallback).
+    pub fn run_with(
+        &self,
+        model: &Whisper,
+        encoded: Tensor<2>,
+        mut choose: impl FnMut(&mut [f32]) -> u32,
+    ) -> Decoded {
         let mut state = model.start(encoded);
         let mut logits = model.decode(&self.prompt, &mut state);
-        let mut out = Vec::new();
+        let mut out = Decoded {
+            tokens: Vec::new(),
+            sum_logprob: 0.0,
+        };
         let limit = model.text_positions() - self.prompt.len();
-        while out.len() < limit {
-            for &t in self.suppress.iter().chain(if out.is_empty() {
-                &self.suppress_first[..]
-            } else {
-                &[]
-            }) {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            for l in logits.iter_mut().skip(self.timestamps_from as usize) {
-                *l = f32::NEG_INFINITY;
-            }
-            let next = (0..logits.len())
-                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
-                .unwrap_or(self.end as usize) as u32;
+        while out.tokens.len() < limit {
+            self.mask(&mut logits, out.tokens.is_empty());
+            let next = choose(&mut logits.clone());
+            out.sum_logprob += log_softmax_at(&logits, next as usize);
             if next == self.end {
                 break;
             }
-            out.push(next);
+            out.tokens.push(next);
             logits = model.decode(&[next], &mut state);
         }
         out
     }
+
+    /// The suppressed tokens (and at the first step blank and end of text) and every
+    /// timestamp token to -inf.
+    fn mask(&self, logits: &mut [f32], first: bool) {
+        let extra: &[u32] = if first { &self.suppress_first } else { &[] };
+        for &t in self.suppress.iter().chain(extra) {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        for l in logits.iter_mut().skip(self.timestamps_from as usize) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// `ln softmax(logits)[i]`; -inf for a masked or missing token.
+fn log_softmax_at(logits: &[f32], i: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    logits
+        .get(i)
+        .map_or(f32::NEG_INFINITY, |l| l - max - z.ln())
 }
