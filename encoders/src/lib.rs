@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod ct2;
+pub mod half_matvec;
 pub mod onnx;
 pub mod torch_pickle;
 pub mod vision;

@@ -20,6 +20,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ct2::{Ct2Error, Ct2Model};
+use crate::half_matvec::HalfMatrix;
 
 pub const N_MELS: usize = 80;
 /// Encoder positions: 30 s of 20 ms frames.
@@ -71,32 +72,74 @@ impl Mlp {
 /// # Shapes
 /// - q `[Tq, d]`, k and v `[Tk, d]` -> `[Tq, d]`
 fn attend(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, heads: usize, causal: bool) -> Tensor<2> {
-    let [tq, d] = q.dims();
     let tk = k.dims()[0];
-    let hd = d / heads;
-    let split = |x: Tensor<2>, t: usize| x.reshape([t, heads, hd]).swap_dims(0, 1);
-    let (q, k, v) = (split(q, tq), split(k, tk), split(v, tk));
-    let mut scores = q.matmul(k.swap_dims(1, 2)) / (hd as f64).sqrt();
-    if causal && tq > 1 {
-        let start = tk - tq;
-        let mask: Vec<f32> = (0..tq)
-            .flat_map(|i| {
-                (0..tk).map(move |j| {
-                    if j > start + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
+    let (k_t, v) = (split_heads(k, heads).swap_dims(1, 2), split_heads(v, heads));
+    let mask = if causal {
+        causal_mask(q.dims()[0], tk, &q.device())
+    } else {
+        None
+    };
+    attend_heads(q, k_t, v, mask)
+}
+
+/// `[T, d]` -> `[heads, T, d / heads]`.
+fn split_heads(x: Tensor<2>, heads: usize) -> Tensor<3> {
+    let [t, d] = x.dims();
+    x.reshape([t, heads, d / heads]).swap_dims(0, 1)
+}
+
+/// The additive mask that hides later keys from each of `tq` queries at the end of `tk`.
+fn causal_mask(tq: usize, tk: usize, device: &Device) -> Option<Tensor<3>> {
+    if tq <= 1 {
+        return None;
+    }
+    let start = tk - tq;
+    let mask: Vec<f32> = (0..tq)
+        .flat_map(|i| {
+            (0..tk).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
             })
-            .collect();
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [tq, tk]), &scores.device());
-        scores = scores + mask.reshape([1, tq, tk]);
+        })
+        .collect();
+    Some(Tensor::<2>::from_data(TensorData::new(mask, [tq, tk]), device).reshape([1, tq, tk]))
+}
+
+/// [`attend`] with keys (transposed) and values already split into heads.
+///
+/// # Shapes
+/// - q `[Tq, d]`, k_t `[heads, dₕ, Tk]`, v `[heads, Tk, dₕ]` -> `[Tq, d]`
+fn attend_heads(q: Tensor<2>, k_t: Tensor<3>, v: Tensor<3>, mask: Option<Tensor<3>>) -> Tensor<2> {
+    let [tq, d] = q.dims();
+    let [heads, hd, _] = k_t.dims();
+    let mut scores = split_heads(q, heads).matmul(k_t) / (hd as f64).sqrt();
+    if let Some(mask) = mask {
+        scores = scores + mask;
     }
     softmax(scores, 2)
         .matmul(v)
         .swap_dims(0, 1)
         .reshape([tq, d])
+}
+
+/// A tensor's values laid out in order (a copy made once, so that later products do not
+/// copy a strided view at every step).
+fn contiguous(x: Tensor<3>) -> Tensor<3> {
+    let device = x.device();
+    Tensor::from_data(x.into_data(), &device)
+}
+
+/// The encoder output as one cross-attention's keys (split into heads, transposed) and
+/// values (split into heads).
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// `[heads, dₕ, T]`.
+    keys_t: Tensor<3>,
+    /// `[heads, T, dₕ]`.
+    values: Tensor<3>,
 }
 
 impl Attention {
@@ -127,27 +170,30 @@ impl Attention {
     }
 
     /// Cross-attention over the encoder's keys and values (see [`Attention::memory`]).
-    pub fn forward_cross(&self, x: Tensor<2>, memory: &(Tensor<2>, Tensor<2>)) -> Tensor<2> {
+    pub fn forward_cross(&self, x: Tensor<2>, memory: &Memory) -> Tensor<2> {
         let q = self.query.forward(self.norm.forward(x.clone()));
-        x + self.out.forward(attend(
+        x + self.out.forward(attend_heads(
             q,
-            memory.0.clone(),
-            memory.1.clone(),
-            self.heads,
-            false,
+            memory.keys_t.clone(),
+            memory.values.clone(),
+            None,
         ))
     }
 
     /// The encoder output's keys and values for this cross-attention, computed once per
     /// utterance.
-    pub fn memory(&self, encoded: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    pub fn memory(&self, encoded: Tensor<2>) -> Memory {
         let d = encoded.dims()[1];
         let kv = self
             .key_value
             .as_ref()
             .expect("cross-attention has a key/value projection")
             .forward(encoded);
-        (kv.clone().narrow(1, 0, d), kv.narrow(1, d, d))
+        let (k, v) = (kv.clone().narrow(1, 0, d), kv.narrow(1, d, d));
+        Memory {
+            keys_t: contiguous(split_heads(k, self.heads).swap_dims(1, 2)),
+            values: contiguous(split_heads(v, self.heads)),
+        }
     }
 }
 
@@ -174,6 +220,11 @@ pub struct Whisper {
     pub encoder_norm: LayerNorm,
     /// `[vocab, d]`, also the output projection.
     pub embedding: Param<Tensor<2>>,
+    /// The same table in f16 for the CPU's output projection (decoding reads it whole for
+    /// every token; see `half_matvec`). None on other devices, or if the file's values
+    /// are not all exact in f16.
+    #[module(skip)]
+    pub output: Option<HalfMatrix>,
     /// `[448, d]`.
     pub decoder_positions: Param<Tensor<2>>,
     pub decoder_layers: Vec<DecoderLayer>,
@@ -183,7 +234,7 @@ pub struct Whisper {
 /// What decoding carries between steps: the encoder's keys and values per layer, and
 /// each self-attention's cache.
 pub struct DecoderState {
-    memory: Vec<(Tensor<2>, Tensor<2>)>,
+    memory: Vec<Memory>,
     cache: Vec<(Tensor<2>, Tensor<2>)>,
     position: usize,
 }
@@ -251,7 +302,13 @@ impl Whisper {
         }
         state.position += n;
         let last = self.decoder_norm.forward(x.narrow(0, n - 1, 1));
-        let logits = last.matmul(self.embedding.val().transpose());
+        // E · lastᵀ rather than last · Eᵀ: transposing the [1, d] row is free, while a
+        // transposed [vocab, d] table was copied (80 MB) at every step on the CPU backend.
+        if let Some(output) = &self.output {
+            let x = last.into_data().try_to_vec::<f32>().unwrap_or_default();
+            return output.matvec(&x);
+        }
+        let logits = self.embedding.val().matmul(last.transpose());
         logits.into_data().try_to_vec::<f32>().unwrap_or_default()
     }
 
@@ -311,6 +368,7 @@ impl Whisper {
             encoder_layers,
             encoder_norm: w.norm("encoder/layer_norm")?,
             embedding: w.matrix("decoder/embeddings/weight", vocab, d)?,
+            output: cpu_output(model, device, vocab, d),
             decoder_positions: w.matrix(
                 "decoder/position_encodings/encodings",
                 model
@@ -323,6 +381,20 @@ impl Whisper {
             decoder_norm: w.norm("decoder/layer_norm")?,
         })
     }
+}
+
+/// The output projection for the CPU: the embedding table in f16, when that loses nothing
+/// (model.bin stores it in f16; the reader widened it to f32).
+fn cpu_output(model: &Ct2Model, device: &Device, vocab: usize, d: usize) -> Option<HalfMatrix> {
+    #[allow(deprecated)]
+    let cpu = *device == Device::flex() || *device == Device::ndarray();
+    let table = model
+        .variables
+        .get("decoder/embeddings/weight")
+        .filter(|_| cpu)?;
+    let half: Vec<half::f16> = table.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let exact = half.iter().zip(&table.data).all(|(h, &v)| h.to_f32() == v);
+    HalfMatrix::new(half, vocab, d).filter(|_| exact)
 }
 
 /// Maps `model.bin`'s names onto burn layers.
