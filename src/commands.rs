@@ -43,6 +43,16 @@ pub struct ParamSpec {
     pub description: String,
 }
 
+impl ParamSpec {
+    pub fn of(kind: ParamType, choices: Vec<String>) -> Self {
+        ParamSpec {
+            kind,
+            choices,
+            description: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
@@ -417,21 +427,51 @@ impl Commands {
         if variants.len() < 2 {
             return Ok(variants.into_iter().next().unwrap_or_default());
         }
-        let score = |(session, prompt): (&Session, &[Segment]), text: &[TokenId]| {
-            llm.log_likelihood(&mut session.clone(), prompt, text)
+        let texts: Vec<Vec<TokenId>> = variants
+            .iter()
+            .map(|pinned| {
+                let args: Vec<String> = pinned
+                    .iter()
+                    .map(|(p, v)| format!("\"{p}\": \"{v}\""))
+                    .collect();
+                let text = format!(
+                    "{{\"action\": \"{name}\", \"args\": {{{}}}}}",
+                    args.join(", ")
+                );
+                llm.tokenizer.encode(&text, false)
+            })
+            .collect::<Result<_, _>>()?;
+        // The tokens all variants start with add the same to every calibrated score: they
+        // are run once, with each prompt, and only the rest is scored (every scored
+        // position costs a full vocabulary of logits).
+        let common = texts
+            .iter()
+            .map(|t| t.iter().zip(&texts[0]).take_while(|(a, b)| a == b).count())
+            .min()
+            .unwrap_or(0)
+            .min(
+                texts
+                    .iter()
+                    .map(Vec::len)
+                    .min()
+                    .unwrap_or(0)
+                    .saturating_sub(1),
+            );
+        let run = |(session, prompt): (&Session, &[Segment])| -> Result<_, LlmError> {
+            let mut s = session.clone();
+            let mut segments = prompt.to_vec();
+            segments.push(Segment::Tokens(texts[0][..common].to_vec()));
+            let logits = llm.prefill(&mut s, &segments)?;
+            Ok((s, logits))
+        };
+        let (with, without) = (run(with_words)?, run(without_words)?);
+        let score = |(session, logits): &(Session, Vec<f32>), text: &[TokenId]| {
+            llm.log_likelihood_after(&mut session.clone(), logits.clone(), text)
         };
         let mut best = (f32::NEG_INFINITY, BTreeMap::new());
-        for pinned in variants {
-            let args: Vec<String> = pinned
-                .iter()
-                .map(|(p, v)| format!("\"{p}\": \"{v}\""))
-                .collect();
-            let text = format!(
-                "{{\"action\": \"{name}\", \"args\": {{{}}}}}",
-                args.join(", ")
-            );
-            let ids = llm.tokenizer.encode(&text, false)?;
-            let calibrated = score(with_words, &ids)? - score(without_words, &ids)?;
+        for (pinned, ids) in variants.into_iter().zip(&texts) {
+            let rest = &ids[common..];
+            let calibrated = score(&with, rest)? - score(&without, rest)?;
             if calibrated > best.0 {
                 best = (calibrated, pinned);
             }
@@ -447,6 +487,25 @@ pub struct Cursor {
     piece: u16,
     alt: u16,
     at: u16,
+}
+
+impl ActionGrammar {
+    /// The one string the grammar admits, when it admits exactly one (a single command
+    /// whose arguments are all fixed).
+    pub fn only_string(&self) -> Option<String> {
+        let [pattern] = self.patterns.as_slice() else {
+            return None;
+        };
+        let mut out = Vec::new();
+        for piece in pattern {
+            match piece {
+                Piece::Literal(bytes) => out.extend_from_slice(bytes),
+                Piece::OneOf(alts) if alts.len() == 1 => out.extend_from_slice(&alts[0]),
+                _ => return None,
+            }
+        }
+        String::from_utf8(out).ok()
+    }
 }
 
 impl Grammar for ActionGrammar {
@@ -630,6 +689,13 @@ mod tests {
         let roof = BTreeMap::from([("floor".to_string(), "roof".to_string())]);
         assert!(c.grammar_for("show_map", &roof).is_none());
         assert!(c.grammar_for("fly", &free).is_none());
+        assert_eq!(
+            first.only_string().as_deref(),
+            Some(r#"{"action": "show_map", "args": {"floor": "first"}}"#)
+        );
+        assert_eq!(map.only_string(), None);
+        let staff = c.grammar_for("call_staff", &free).unwrap();
+        assert_eq!(staff.only_string(), None);
         assert_eq!(enum_choices(&c.specs["show_map"]).len(), 2);
         assert_eq!(enum_choices(&c.specs["help"]), vec![BTreeMap::new()]);
     }

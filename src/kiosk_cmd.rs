@@ -16,7 +16,6 @@
 //! Each utterance is cut when the segmenter confirms its end; latencies count from that
 //! moment (the end of speech) to the answer's first token and to its end.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,7 +29,8 @@ use encoders::vision::{RgbImage, Scene, VisionEncoder};
 use fusion::prompt::{FramedPrompt, PrefixCache};
 use fusion::speech::{Utterance as Heard, UtteranceProjector};
 use llm::{GenerateParams, Llm, SamplingParams};
-use percept::commands::{Action, CommandSpec, Commands, Route, Router};
+use percept::commands::{Action, Commands, Route, Router};
+use percept::knowledge::Knowledge;
 use pipeline::audio::To16k;
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
@@ -38,7 +38,7 @@ use pipeline::media_file::AudioFile;
 use pipeline::{
     AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult, edge,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ModelArgs;
 
@@ -60,8 +60,9 @@ pub struct KioskArgs {
     /// Look through camera N (V4L2 index): the labels of what is in view go into the prompt.
     #[arg(long, value_name = "N")]
     pub camera: Option<u32>,
-    /// The kiosk's instructions, facts and commands (TOML: name, instructions, facts,
-    /// [commands.NAME] with description and parameters). Default: the bundled museum.
+    /// The kiosk's instructions, facts and commands: TOML (name, instructions, facts,
+    /// [commands.NAME] with description and parameters) or Markdown (.md: see
+    /// `percept::knowledge`). Default: the bundled museum.
     #[arg(long, value_name = "FILE")]
     pub knowledge: Option<PathBuf>,
     /// How much better (in nats of log-likelihood) a command must explain the words than a
@@ -82,18 +83,6 @@ const ASK: &str = "\nAnswer in one short sentence, from the facts.";
 const ACT: &str = "\nReply with only the action the visitor asks for, as JSON.";
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/kiosk/museum.toml");
-
-/// What the kiosk knows.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Knowledge {
-    pub name: String,
-    pub instructions: String,
-    pub facts: String,
-    /// Actions the kiosk can take, by name.
-    #[serde(default)]
-    pub commands: BTreeMap<String, CommandSpec>,
-}
 
 /// One utterance and its answer, as printed.
 #[derive(Debug, Serialize)]
@@ -138,10 +127,7 @@ type InView = Arc<Mutex<Option<Scene>>>;
 
 pub fn run(args: KioskArgs) -> Result<()> {
     let path = args.knowledge.clone().unwrap_or_else(|| BUNDLED.into());
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the knowledge file {}", path.display()))?;
-    let knowledge: Knowledge =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let knowledge = Knowledge::load(&path)?;
     let commands = Commands::new(knowledge.commands.clone())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if [
@@ -475,10 +461,10 @@ impl Answerer {
             .as_ref()
             .map_or(Route::Question, |d| d.route.clone());
         let mut first = None;
-        let on_text = |_: &str| {
+        let mut on_text = |_: &str| {
             first.get_or_insert_with(|| ended.elapsed());
         };
-        let generation = match &route {
+        let text = match &route {
             Route::Command(name) => {
                 let (session, prompt) = self.cache.start_with_tail(rows, &self.act_tail);
                 let blank = Heard {
@@ -499,22 +485,30 @@ impl Answerer {
                     .commands
                     .grammar_for(name, &pinned)
                     .context("routed to no command")?;
-                let params = GenerateParams {
-                    stop: Vec::new(),
-                    ..self.params.clone()
-                };
-                let mut session = session;
-                self.llm
-                    .generate_constrained(&mut session, &prompt, &params, &grammar, on_text)?
+                if let Some(text) = grammar.only_string() {
+                    // Every argument is chosen: decoding could only write this.
+                    on_text(&text);
+                    text
+                } else {
+                    let params = GenerateParams {
+                        stop: Vec::new(),
+                        ..self.params.clone()
+                    };
+                    let mut session = session;
+                    self.llm
+                        .generate_constrained(&mut session, &prompt, &params, &grammar, on_text)?
+                        .text
+                }
             }
             Route::Question => {
                 let (mut session, prompt) = self.cache.start(rows);
                 self.llm
                     .generate(&mut session, &prompt, &self.params, on_text)?
+                    .text
             }
         };
         let done = ended.elapsed();
-        let action = match self.commands.parse(&generation.text) {
+        let action = match self.commands.parse(&text) {
             Ok(action) => action,
             // The grammar allows only valid actions; one cut short by --max-tokens is not.
             Err(e) => {
@@ -522,7 +516,7 @@ impl Answerer {
                 None
             }
         };
-        let answer = action.is_none().then(|| generation.text.trim().to_owned());
+        let answer = action.is_none().then(|| text.trim().to_owned());
         Ok(Answer {
             seq,
             start_s: said.span_s.map(|s| s.0),

@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod device;
+pub mod knowledge;
 pub mod models;
 pub mod speech;
 pub mod vision;

@@ -233,7 +233,19 @@ impl Llm {
         prompt: &[Segment],
         continuation: &[TokenId],
     ) -> Result<f32, LlmError> {
-        let mut logits = vec![self.prefill(session, prompt)?];
+        let logits = self.prefill(session, prompt)?;
+        self.log_likelihood_after(session, logits, continuation)
+    }
+
+    /// [`Llm::log_likelihood`] once the prompt is in `session` and `logits` follow it (so
+    /// that several continuations of one prompt pay for it once).
+    pub fn log_likelihood_after(
+        &self,
+        session: &mut Session,
+        logits: Vec<f32>,
+        continuation: &[TokenId],
+    ) -> Result<f32, LlmError> {
+        let mut logits = vec![logits];
         if continuation.len() > 1 {
             let rows = self.embed(&[Segment::Tokens(
                 continuation[..continuation.len() - 1].to_vec(),
@@ -247,10 +259,8 @@ impl Llm {
                     context,
                 });
             }
-            let x = Tensor::<3>::from_data(
-                TensorData::new(rows.clone(), [1, rows.len() / d, d]),
-                &self.device,
-            );
+            let n = rows.len() / d;
+            let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
             let all = to_vec(rayon::scope(|_| {
                 self.model.forward_all(x, &mut session.cache)
             }));
