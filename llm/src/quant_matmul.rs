@@ -245,6 +245,15 @@ type Kernel = fn(&[u8], &Q8Activations) -> f32;
 
 fn select_kernel(kind: GgmlType) -> Kernel {
     #[cfg(target_arch = "x86_64")]
+    if vnni_detected() {
+        return match kind {
+            GgmlType::Q4_0 => vnni::dot_q4_0,
+            GgmlType::Q4_1 => vnni::dot_q4_1,
+            GgmlType::Q8_0 => vnni::dot_q8_0,
+            _ => dot_float_kernel(kind),
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
@@ -259,11 +268,30 @@ fn select_kernel(kind: GgmlType) -> Kernel {
     portable_kernel(kind)
 }
 
+/// AVX-VNNI with everything the AVX2 kernels need; `PERCEPT_NO_VNNI=1` turns it off (to
+/// compare the two paths).
+#[cfg(target_arch = "x86_64")]
+fn vnni_detected() -> bool {
+    std::arch::is_x86_feature_detected!("avxvnni")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::env::var_os("PERCEPT_NO_VNNI").is_none()
+}
+
 type Kernel4 = fn(&[u8], [&Q8Activations; 4]) -> [f32; 4];
 
 /// A kernel taking four activation rows at once, where one exists; its results equal
 /// four calls of the single-row kernel.
 fn select_kernel4(kind: GgmlType) -> Option<Kernel4> {
+    #[cfg(target_arch = "x86_64")]
+    if vnni_detected() {
+        return match kind {
+            GgmlType::Q4_1 => Some(vnni::dot_q4_1_x4),
+            GgmlType::Q8_0 => Some(vnni::dot_q8_0_x4),
+            _ => None,
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
@@ -378,12 +406,16 @@ mod portable {
     }
 }
 
-/// AVX2 kernels: a block's 32 integer products in a few instructions (`maddubs` multiplies
-/// unsigned by signed bytes and adds pairs, `madd` adds pairs again into eight 32-bit
-/// lanes), converted to float and fused-multiply-added into eight float lanes; one
-/// horizontal sum per row. Exactly the portable kernels' arithmetic.
+/// The x86 kernels, written once for two ways of summing a block's byte products
+/// ([`avx2`], [`vnni`]): a block's 32 integer products in a few instructions, converted to
+/// float and fused-multiply-added into eight float lanes; one horizontal sum per row.
+/// Exactly the portable kernels' arithmetic.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+macro_rules! x86_kernels {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes_features:literal,
+     |$w:ident, $x:ident| $lanes:expr) => {
+        $(#[$doc])*
+        mod $name {
     use super::Q8Activations;
     use std::arch::x86_64::*;
 
@@ -414,9 +446,9 @@ mod avx2 {
 
     /// Eight lane sums of byte products: `w` unsigned, `x` signed.
     #[inline]
-    #[target_feature(enable = "avx2")]
-    fn lanes(w: __m256i, x: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+    #[target_feature(enable = $lanes_features)]
+    fn lanes($w: __m256i, $x: __m256i) -> __m256i {
+        $lanes
     }
 
     /// The 32 nibbles of a 4-bit block as bytes: positions 0..16 low, 16..32 high.
@@ -446,12 +478,12 @@ mod avx2 {
     /// Lanes of signed weights times signed activations (`maddubs` needs one unsigned
     /// side: |w| times x carrying w's sign).
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = $lanes_features)]
     fn signed_lanes(w: __m256i, x: __m256i) -> __m256i {
         lanes(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = $features)]
     fn q4_0(w: &[u8], a: &Q8Activations) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let eight = _mm256_set1_epi8(8);
@@ -468,7 +500,7 @@ mod avx2 {
         reduce(acc)
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = $features)]
     fn q4_1(w: &[u8], a: &Q8Activations) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut offsets = 0f32;
@@ -485,7 +517,7 @@ mod avx2 {
         reduce(acc) + offsets
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = $features)]
     fn q8_0(w: &[u8], a: &Q8Activations) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, blk) in w.chunks_exact(34).enumerate() {
@@ -502,7 +534,7 @@ mod avx2 {
 
     /// Four activation rows against one weight row: each block's weights are unpacked and
     /// its scales converted once for the four. Per row, the arithmetic is `q4_1`'s.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = $features)]
     fn q4_1_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut offsets = [0f32; 4];
@@ -525,7 +557,7 @@ mod avx2 {
     }
 
     /// Four activation rows against one weight row, as `q8_0` does each.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = $features)]
     fn q8_0_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, blk) in w.chunks_exact(34).enumerate() {
@@ -547,7 +579,7 @@ mod avx2 {
     }
 
     // SAFETY (all below): only handed out by `select_kernel` / `select_kernel4` after
-    // detecting AVX2, FMA and F16C.
+    // detecting this module's features (`vnni_detected` or the AVX2 check).
     pub fn dot_q4_1_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
         unsafe { q4_1_x4(w, a) }
     }
@@ -564,6 +596,28 @@ mod avx2 {
         unsafe { q8_0(w, a) }
     }
 }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+x86_kernels!(
+    /// AVX2: `maddubs` multiplies unsigned by signed bytes and adds pairs (into 16 bits,
+    /// never saturating for these blocks), `madd` adds pairs again into eight 32-bit lanes.
+    avx2,
+    "avx2,fma,f16c",
+    "avx2",
+    |w, x| _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+);
+
+#[cfg(target_arch = "x86_64")]
+x86_kernels!(
+    /// AVX-VNNI: `vpdpbusd` sums four byte products into each 32-bit lane in one
+    /// instruction (what llama.cpp uses where the CPU has it).
+    vnni,
+    "avx2,fma,f16c,avxvnni",
+    "avx2,avxvnni",
+    |w, x| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, x)
+);
 
 #[cfg(test)]
 mod tests {
@@ -639,6 +693,57 @@ mod tests {
                     select_kernel(kind)(&w, &a).to_bits(),
                     "{kind:?} {cols}"
                 );
+            }
+        }
+    }
+
+    /// Both x86 paths (whichever the CPU has), not only the selected one, equal the
+    /// portable kernels bit for bit, one row and four.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_x86_path_equals_the_portable_kernels() {
+        let avx2 = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        let mut paths: Vec<(&str, [Kernel; 3], [Kernel4; 2])> = Vec::new();
+        if avx2 {
+            paths.push((
+                "avx2",
+                [avx2::dot_q4_0, avx2::dot_q4_1, avx2::dot_q8_0],
+                [avx2::dot_q4_1_x4, avx2::dot_q8_0_x4],
+            ));
+        }
+        if avx2 && is_x86_feature_detected!("avxvnni") {
+            paths.push((
+                "vnni",
+                [vnni::dot_q4_0, vnni::dot_q4_1, vnni::dot_q8_0],
+                [vnni::dot_q4_1_x4, vnni::dot_q8_0_x4],
+            ));
+        }
+        let mut seed = 5;
+        for (name, single, four) in &paths {
+            let kinds = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+            for (kind, kernel) in kinds.into_iter().zip(single) {
+                let cols = 1536;
+                let w = random_blocks(kind, 1, cols, &mut seed);
+                let acts: Vec<Q8Activations> = (0..4)
+                    .map(|_| {
+                        let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 3.0).collect();
+                        quantize_q8(&x, kind)
+                    })
+                    .collect();
+                let want: Vec<u32> = acts
+                    .iter()
+                    .map(|a| portable_kernel(kind)(&w, a).to_bits())
+                    .collect();
+                assert_eq!(kernel(&w, &acts[0]).to_bits(), want[0], "{name} {kind:?}");
+                let k4 = match kind {
+                    GgmlType::Q4_1 => four[0],
+                    GgmlType::Q8_0 => four[1],
+                    _ => continue,
+                };
+                let got = k4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                assert_eq!(got.map(f32::to_bits).to_vec(), want, "{name} {kind:?} x4");
             }
         }
     }
