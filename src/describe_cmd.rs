@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use encoders::vision::{RgbImage, Scene, VisionEncoder};
+use encoders::vision::{Scene, VisionEncoder};
 use fusion::prompt::{FramedPrompt, PrefixCache};
 use fusion::vision::{LabelProjector, VisionProjector};
 use llm::{GenerateParams, Llm, SamplingParams};
@@ -237,13 +237,7 @@ fn vision_stage(
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
-        let f = &frame.payload;
-        let image = RgbImage {
-            width: f.width,
-            height: f.height,
-            rgb: &f.rgb,
-        };
-        match ctx.busy(|| vision.encode(image)) {
+        match ctx.busy(|| percept::vision::encode_frame(vision, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
                 output.send(frame.map(|_| Seen { scene }))?;

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use encoders::audio::silero::CHUNK;
 use encoders::audio::{Segmenter, SegmenterConfig, Silero};
-use encoders::vision::{RgbImage, Scene, VisionEncoder};
+use encoders::vision::{Scene, VisionEncoder};
 use fusion::prompt::{FramedPrompt, PrefixCache};
 use fusion::speech::{Utterance as Heard, UtteranceProjector};
 use llm::{GenerateParams, Llm, SamplingParams};
@@ -154,9 +154,24 @@ pub fn run(args: KioskArgs) -> Result<()> {
         .then(|| Router::new(&llm, &commands, &knowledge.name, args.command_margin))
         .transpose()?;
 
+    // Every model loads before any source starts: a replayed fixture's audio and frames
+    // then share one clock, started here.
+    let eyes = eyes(&args, &device)?;
+    let ears = match args.text {
+        Some(_) => None,
+        None => Some((
+            Silero::load(&percept::models::require("silero-vad")?, &device)?,
+            percept::speech::Transcriber::load(&device)?,
+        )),
+    };
+    let clock = ReplayClock::new(Pace::Recorded);
+
     let mut graph = Graph::new();
     crate::run_cmd::on_ctrl_c(graph.stop_handle());
-    let in_view: Option<InView> = spawn_eyes(&mut graph, &args, &device)?;
+    let in_view = match eyes {
+        Some((vision, source)) => Some(spawn_eyes(&mut graph, vision, source, clock)?),
+        None => None,
+    };
     let (said_tx, said_rx, _) = edge(EdgeConfig::block(4));
     if let Some(file) = args.text.clone() {
         graph.spawn("text", move |ctx| {
@@ -167,11 +182,9 @@ pub fn run(args: KioskArgs) -> Result<()> {
                 }))
             })
         })?;
-    } else {
-        let vad = Silero::load(&percept::models::require("silero-vad")?, &device)?;
-        let transcriber = percept::speech::Transcriber::load(&device)?;
+    } else if let Some((vad, transcriber)) = ears {
         let (audio_tx, audio_rx, _) = edge(EdgeConfig::block(64));
-        spawn_source(&mut graph, &args, audio_tx)?;
+        spawn_source(&mut graph, &args, audio_tx, clock)?;
         let (speech_tx, speech_rx, _) = edge(EdgeConfig::block(4));
         graph.spawn("listen", move |ctx| {
             listen(&ctx, &vad, audio_rx, &speech_tx)
@@ -235,39 +248,52 @@ fn system_prompt(knowledge: &Knowledge, commands: &Commands) -> String {
     )
 }
 
-/// The camera, or the frames of a replayed fixture, through the vision encoder into the
-/// newest-scene slot. None when there is nothing to look at.
-fn spawn_eyes(
-    graph: &mut Graph,
-    args: &KioskArgs,
-    device: &burn::tensor::Device,
-) -> Result<Option<InView>> {
-    let replayed = match &args.replay {
-        Some(dir) => {
+/// Where the kiosk's frames come from.
+enum Eyes {
+    Replay(Fixture, String),
+    Camera(u32),
+}
+
+/// The vision encoder and the frames to look at: the camera, or the frames of a replayed
+/// fixture. None when there is nothing to look at.
+fn eyes(args: &KioskArgs, device: &burn::tensor::Device) -> Result<Option<(VisionEncoder, Eyes)>> {
+    let source = match (&args.replay, args.camera) {
+        (Some(dir), _) => {
             let fixture = Fixture::open(dir)?;
             let name = fixture.first("frames").map(|s| s.name().to_owned());
-            name.map(|n| (fixture, n))
+            name.map(|n| Eyes::Replay(fixture, n))
         }
-        None => None,
+        (None, Some(index)) => Some(Eyes::Camera(index)),
+        (None, None) => None,
     };
-    if replayed.is_none() && args.camera.is_none() {
-        return Ok(None);
+    match source {
+        Some(source) => Ok(Some((percept::vision::load(device)?, source))),
+        None => Ok(None),
     }
-    let vision = percept::vision::load(device)?;
+}
+
+/// Frames through the vision encoder into the newest-scene slot.
+fn spawn_eyes(
+    graph: &mut Graph,
+    vision: VisionEncoder,
+    source: Eyes,
+    clock: ReplayClock,
+) -> Result<InView> {
     // Only the newest frame matters: the scene is read when an utterance ends.
     let (frames_tx, frames_rx, _) = edge(EdgeConfig::latest(1));
-    if let Some((fixture, name)) = replayed {
-        graph.spawn("replay-frames", move |ctx| {
-            let send = converting(|frame| frames_tx.send(frame));
-            fixture.replay_frames(&ctx, &name, ReplayClock::new(Pace::Recorded), send)
-        })?;
-    } else if let Some(index) = args.camera {
-        crate::describe_cmd::spawn_camera(graph, index, frames_tx)?;
+    match source {
+        Eyes::Replay(fixture, name) => {
+            graph.spawn("replay-frames", move |ctx| {
+                let send = converting(|frame| frames_tx.send(frame));
+                fixture.replay_frames(&ctx, &name, clock, send)
+            })?;
+        }
+        Eyes::Camera(index) => crate::describe_cmd::spawn_camera(graph, index, frames_tx)?,
     }
     let slot: InView = Arc::default();
     let s = slot.clone();
     graph.spawn("see", move |ctx| see(&ctx, &vision, frames_rx, &s))?;
-    Ok(Some(slot))
+    Ok(slot)
 }
 
 fn see(
@@ -278,13 +304,7 @@ fn see(
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
-        let f = &frame.payload;
-        let image = RgbImage {
-            width: f.width,
-            height: f.height,
-            rgb: &f.rgb,
-        };
-        match ctx.busy(|| vision.encode(image)) {
+        match ctx.busy(|| percept::vision::encode_frame(vision, &frame.payload)) {
             Ok(scene) => {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(scene);
                 ctx.item_out_since(frame.captured);
@@ -300,6 +320,7 @@ fn spawn_source(
     graph: &mut Graph,
     args: &KioskArgs,
     tx: Output<Envelope<AudioChunk>>,
+    clock: ReplayClock,
 ) -> Result<()> {
     if let Some(path) = &args.audio {
         let mut file = AudioFile::open(path)?;
@@ -323,9 +344,7 @@ fn spawn_source(
             .name()
             .to_owned();
         graph.spawn("replay", move |ctx| {
-            fixture.replay_audio(&ctx, &name, ReplayClock::new(Pace::Recorded), 1600, |c| {
-                tx.send(c)
-            })
+            fixture.replay_audio(&ctx, &name, clock, 1600, |c| tx.send(c))
         })?;
     } else {
         spawn_mic(graph, args.mic.as_deref().unwrap_or_default(), tx)?;

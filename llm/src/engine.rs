@@ -199,14 +199,7 @@ impl Llm {
         if n == 0 {
             return Err(LlmError::EmptyPrompt);
         }
-        let (cached, context) = (session.cache.len(), self.model.context_length());
-        if cached + n > context {
-            return Err(LlmError::ContextOverflow {
-                needed: n,
-                cached,
-                context,
-            });
-        }
+        self.check_room(session, n)?;
         let mut logits = None;
         for chunk in rows.chunks(PREFILL_CHUNK * d) {
             let x = Tensor::<3>::from_data(
@@ -223,6 +216,19 @@ impl Llm {
             }
         }
         Ok(to_vec(logits.expect("at least one chunk")))
+    }
+
+    /// An error unless `n` more positions fit in the context after what `session` holds.
+    fn check_room(&self, session: &Session, n: usize) -> Result<(), LlmError> {
+        let (cached, context) = (session.cache.len(), self.model.context_length());
+        if cached + n > context {
+            return Err(LlmError::ContextOverflow {
+                needed: n,
+                cached,
+                context,
+            });
+        }
+        Ok(())
     }
 
     /// `ln P(continuation | session, prompt)`: the sum of each continuation token's log
@@ -251,15 +257,8 @@ impl Llm {
                 continuation[..continuation.len() - 1].to_vec(),
             )])?;
             let d = self.model.d_model();
-            let (cached, context) = (session.cache.len(), self.model.context_length());
-            if cached + rows.len() / d > context {
-                return Err(LlmError::ContextOverflow {
-                    needed: rows.len() / d,
-                    cached,
-                    context,
-                });
-            }
             let n = rows.len() / d;
+            self.check_room(session, n)?;
             let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
             let all = to_vec(rayon::scope(|_| {
                 self.model.forward_all(x, &mut session.cache)
