@@ -209,15 +209,18 @@ impl Transcriber {
         }
         // Every temperature failed: the most confident decoding that does not repeat.
         let repeats = |a: &Attempt| a.compression_ratio > self.fallback.compression_ratio;
-        let pool: Vec<usize> = match (0..attempts.len()).filter(|&i| !repeats(&attempts[i])) {
-            ok if ok.clone().count() > 0 => ok.collect(),
-            _ => (0..attempts.len()).collect(),
+        let unlooped: Vec<&Attempt> = attempts.iter().filter(|a| !repeats(a)).collect();
+        let pool = if unlooped.is_empty() {
+            attempts.iter().collect()
+        } else {
+            unlooped
         };
-        if let Some(best) = pool
+        let best = pool
             .into_iter()
-            .max_by(|&a, &b| attempts[a].avg_logprob.total_cmp(&attempts[b].avg_logprob))
-        {
-            let mut kept = attempts[best].clone();
+            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+            .cloned();
+        if let Some(best) = best {
+            let mut kept = best;
             if repeats(&kept) {
                 // Still looping at every temperature (faster-whisper would keep the loop):
                 // the loop is cut after its first turn.
