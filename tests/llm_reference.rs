@@ -116,6 +116,12 @@ fn assert_logits_match(ours: &[f32], reference: &[f32], tolerance: f32) {
         shared >= 8,
         "top-10 sets share {shared}: ours {a:?}, llama.cpp {b:?}"
     );
+    let worst = b.iter().map(|&i| (ours[i] - reference[i]).abs());
+    // Printed for the record (`--nocapture`): the margin left under the bound.
+    eprintln!(
+        "worst top-10 difference {:.3} (bound {tolerance})",
+        worst.fold(0f32, f32::max)
+    );
     for &id in &b {
         let diff = (ours[id] - reference[id]).abs();
         assert!(
@@ -148,15 +154,75 @@ fn chat_prompt_logits_match_llama_cpp_on_ndarray() {
     assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"), 0.5);
 }
 
-/// On the GPU path (dense f32 weights, activations rounded as the CPU kernels do). Without
-/// a GPU this runs on Mesa's llvmpipe Vulkan device, which `scripts/setup` installs.
+/// The chat prompt's logits averaged over `runs` runs whose input embeddings are nudged by
+/// up to half a part in a million (the first run is not nudged).
+///
+/// Why: the 8-bit rounding of activations before each matmul (llama.cpp's, which we
+/// reproduce) makes one run's logits chaotic. A nudge far below f32's resolution of the
+/// sums flips a few roundings, the flips cascade through 30 layers, and the worst of the
+/// top-10 lands anywhere from 0.23 to 0.61 from llama.cpp's on the CPU kernels (12 nudges,
+/// measured). A device whose float sums run in another order (any GPU) gives one more draw
+/// from that spread, so one run cannot be held to 0.5; the mean of the draws can (0.19 on
+/// the CPU with 12), and it still moves if the arithmetic changes: without the rounding
+/// every top-10 logit sits 0.37 to 0.68 above llama.cpp's.
+fn nudged_mean(llm: &Llm, runs: u64) -> Vec<f32> {
+    let mut mean = vec![0f32; llm.model.embedding.table().rows()];
+    for run in 0..runs {
+        for (m, l) in mean.iter_mut().zip(nudged_logits(llm, run)) {
+            *m += l / runs as f32;
+        }
+    }
+    mean
+}
+
+/// The chat prompt's logits with its embeddings nudged by the `run`th pseudo-random
+/// pattern (run 0: none).
+fn nudged_logits(llm: &Llm, run: u64) -> Vec<f32> {
+    let ids = llm
+        .tokenizer
+        .encode(&read_ref("chat_prompt.txt"), true)
+        .unwrap();
+    let mut rows = llm.model.embedding.lookup(&ids);
+    let mut seed = run;
+    for v in rows.iter_mut().filter(|_| run > 0) {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        *v *= 1.0 + 1e-6 * r;
+    }
+    llm.prefill(&mut Session::new(), &[Segment::Embeddings(rows)])
+        .unwrap()
+}
+
+#[test]
+fn nudged_runs_spread_and_their_mean_matches_llama_cpp() {
+    let reference = reference_logits("logits_chat_prompt.f32le");
+    let llm = flex_model();
+    let worst = |logits: &[f32]| {
+        top(&reference, 10)
+            .into_iter()
+            .map(|i| (logits[i] - reference[i]).abs())
+            .fold(0f32, f32::max)
+    };
+    let draws: Vec<f32> = (1..5).map(|run| worst(&nudged_logits(llm, run))).collect();
+    let spread =
+        draws.iter().cloned().fold(0f32, f32::max) - draws.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.05, "nudges should move the logits: {draws:?}");
+    assert_logits_match(&nudged_mean(llm, 8), &reference, 0.5);
+}
+
+/// On the GPU path (dense f32 weights, activations rounded as the CPU kernels do), compared
+/// with llama.cpp and with the CPU kernels, as means over nudged runs (see [`nudged_mean`]).
+/// Without a GPU this runs on Mesa's llvmpipe Vulkan device, which `scripts/setup` installs.
 #[test]
 fn chat_prompt_logits_match_llama_cpp_on_wgpu() {
     let device = percept::device::select(percept::device::DeviceChoice::Wgpu, 0)
         .expect("a Vulkan device (mesa-vulkan-drivers gives a software one)");
     let llm = Llm::load(model_path(), &device, |_, _| {}).unwrap();
-    let ours = llm.logits(&read_ref("chat_prompt.txt")).unwrap();
-    assert_logits_match(&ours, &reference_logits("logits_chat_prompt.f32le"), 0.5);
+    let gpu = nudged_mean(&llm, 8);
+    assert_logits_match(&gpu, &reference_logits("logits_chat_prompt.f32le"), 0.5);
+    assert_logits_match(&gpu, &nudged_mean(flex_model(), 8), 0.5);
 }
 
 /// The 0.5 bound is for the chat prompt. After this 5-token prompt with no BOS,

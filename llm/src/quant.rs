@@ -119,6 +119,30 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Q4_1 blocks split the way its dot product is computed: `out` gets the scaled nibbles
+/// `d * q` and `minimums` each block's `m`, so that `x · w = x · (d q) + Σ_blocks m · Σ x`.
+/// Other kinds have no offset: `out` is [`dequantize`]'s and `minimums` is left alone.
+///
+/// # Panics
+/// As [`dequantize`]; and if `minimums` has fewer entries than `bytes` has Q4_1 blocks.
+pub fn dequantize_split(kind: GgmlType, bytes: &[u8], out: &mut [f32], minimums: &mut [f32]) {
+    if kind != GgmlType::Q4_1 {
+        return dequantize(kind, bytes, out);
+    }
+    let bb = kind.block_bytes();
+    assert_eq!(
+        bytes.len() / bb * 32,
+        out.len(),
+        "dequantize: size mismatch"
+    );
+    let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(32));
+    for ((b, o), m) in blocks.zip(minimums.iter_mut()) {
+        let d = f16_at(b, 0);
+        *m = f16_at(b, 2);
+        unpack_nibbles(&b[4..20], o, |q| d * f32::from(q));
+    }
+}
+
 fn unpack_nibbles(q: &[u8], out: &mut [f32], value: impl Fn(u8) -> f32) {
     let (lo, hi) = out.split_at_mut(16);
     for ((&byte, l), h) in q.iter().zip(lo).zip(hi) {

@@ -22,7 +22,7 @@ use half::f16;
 
 use crate::gguf::SharedBytes;
 use crate::pool::Pool;
-use crate::quant::{GgmlType, dequantize};
+use crate::quant::{GgmlType, dequantize, dequantize_split};
 
 const QK: usize = 32;
 
@@ -112,6 +112,19 @@ impl QuantMatrix {
         let mut out = vec![0f32; self.rows * self.cols];
         dequantize(self.kind, self.bytes(), &mut out);
         out
+    }
+
+    /// The whole matrix split as [`dequantize_split`]: `(scaled, minimums)`, row-major
+    /// `[rows, cols]` and `[rows, cols / 32]`; `minimums` is `None` for kinds without an
+    /// offset (all but Q4_1).
+    pub fn dequantize_split(&self) -> (Vec<f32>, Option<Vec<f32>>) {
+        if self.kind != GgmlType::Q4_1 {
+            return (self.dequantize(), None);
+        }
+        let mut out = vec![0f32; self.rows * self.cols];
+        let mut minimums = vec![0f32; self.rows * self.cols / QK];
+        dequantize_split(self.kind, self.bytes(), &mut out, &mut minimums);
+        (out, Some(minimums))
     }
 
     /// Rows `ids`, dequantized and concatenated (an embedding lookup).
