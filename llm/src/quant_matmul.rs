@@ -46,6 +46,31 @@ pub struct Q8Activations {
     pub s: Vec<f32>,
 }
 
+/// Four activation rows for the four-row kernels, with each block's four scales and four
+/// sums side by side: a kernel scales all four rows' products with one vector multiply
+/// and adds Q4_1's four offset terms with another, instead of four scalar loads and
+/// multiplies each.
+pub struct Quad<'a> {
+    pub rows: [&'a Q8Activations; 4],
+    pub d: Vec<[f32; 4]>,
+    pub s: Vec<[f32; 4]>,
+}
+
+impl<'a> Quad<'a> {
+    pub fn new(rows: [&'a Q8Activations; 4]) -> Self {
+        let blocks = rows
+            .iter()
+            .map(|r| r.d.len().min(r.s.len()))
+            .min()
+            .unwrap_or(0);
+        Quad {
+            rows,
+            d: (0..blocks).map(|b| rows.map(|r| r.d[b])).collect(),
+            s: (0..blocks).map(|b| rows.map(|r| r.s[b])).collect(),
+        }
+    }
+}
+
 impl std::fmt::Debug for QuantMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -148,6 +173,13 @@ impl QuantMatrix {
         let acts = quantize_rows(x, self.cols, self.kind, pool);
         let kernel = select_kernel(self.kind);
         let kernel4 = select_kernel4(self.kind);
+        let quads: Vec<Quad> = match kernel4 {
+            Some(_) => acts
+                .chunks_exact(4)
+                .map(|a| Quad::new([&a[0], &a[1], &a[2], &a[3]]))
+                .collect(),
+            None => Vec::new(),
+        };
         // Each part takes a range of weight rows and runs every input row against it, so a
         // weight row is read from memory once per call, whatever `n` is.
         // Ranges in whole bands of 16 rows: a part never shares a cache line of output.
@@ -157,9 +189,9 @@ impl QuantMatrix {
             for (i, row_out) in rows_out.chunks_exact_mut(n).enumerate() {
                 let w = self.row(first + i);
                 let mut done = 0;
-                if let Some(k4) = kernel4.filter(|_| n >= 4) {
-                    for (o, a) in row_out.chunks_exact_mut(4).zip(acts.chunks_exact(4)) {
-                        o.copy_from_slice(&k4(w, [&a[0], &a[1], &a[2], &a[3]]));
+                if let Some(k4) = kernel4 {
+                    for (o, quad) in row_out.chunks_exact_mut(4).zip(&quads) {
+                        o.copy_from_slice(&k4(w, quad));
                         done += 4;
                     }
                 }
@@ -299,7 +331,7 @@ fn vnni_detected() -> bool {
         && std::env::var_os("PERCEPT_NO_VNNI").is_none()
 }
 
-type Kernel4 = fn(&[u8], [&Q8Activations; 4]) -> [f32; 4];
+type Kernel4 = fn(&[u8], &Quad) -> [f32; 4];
 
 /// A kernel taking four activation rows at once, where one exists; its results equal
 /// four calls of the single-row kernel.
@@ -460,7 +492,7 @@ macro_rules! x86_kernels {
      |$w:ident, $x:ident| $lanes:expr) => {
         $(#[$doc])*
         mod $name {
-    use super::Q8Activations;
+    use super::{Q8Activations, Quad};
     use std::arch::x86_64::*;
 
     /// The f16 at `b[i..i + 2]`, converted by the F16C instruction (the `half` crate's
@@ -555,9 +587,9 @@ macro_rules! x86_kernels {
             // SAFETY: a block holds 16 packed bytes after its scale and offset; b is below
             // the blocks `Row::new` checked.
             let (qw, (x, d, s)) = unsafe { (nibbles(blk[4..].as_ptr()), row.block(b)) };
-            let scale = _mm256_set1_ps(f16_at(blk, 0) * d);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(qw, x)), scale, acc);
-            offsets += f16_at(blk, 2) * s;
+            let (dw, mw) = f16_pair(blk);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(qw, x)), _mm256_set1_ps(dw * d), acc);
+            offsets += mw * s;
         }
         reduce(acc) + offsets
     }
@@ -578,69 +610,101 @@ macro_rules! x86_kernels {
         reduce(acc)
     }
 
+    /// `d` and `m` of a Q4_1 block (its first four bytes), converted by one instruction.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn f16_pair(b: &[u8]) -> (f32, f32) {
+        let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
     /// Four activation rows against one weight row: each block's weights are unpacked and
-    /// its scales converted once for the four. Per row, the arithmetic is `q4_1`'s.
+    /// its scales converted once for the four, the four rows' scales and offset terms
+    /// computed as one vector each. Per row, the arithmetic is `q4_1`'s.
     #[target_feature(enable = $features)]
-    fn q4_1_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
+    fn q4_1_x4(w: &[u8], quad: &Quad) -> [f32; 4] {
         let blocks = w.len() / 20;
-        let rows = Rows::new(a, blocks);
+        let rows = Rows::new(quad, blocks);
         let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offsets = [0f32; 4];
+        let mut offsets = _mm_setzero_ps();
+        let mut scales = [0f32; 4];
         for (b, blk) in w.chunks_exact(20).enumerate() {
             // The weights stream from memory once per token: ask for them ahead of use.
             _mm_prefetch::<_MM_HINT_T0>(blk.as_ptr().wrapping_add(PREFETCH) as *const i8);
-            // SAFETY: a block holds 16 packed bytes after its scale and offset.
-            let qw = unsafe { nibbles(blk[4..].as_ptr()) };
-            let (dw, mw) = (f16_at(blk, 0), f16_at(blk, 2));
-            for r in 0..4 {
-                // SAFETY: b < blocks, which `Rows::new` checked every row holds.
-                let (x, d, s) = unsafe { rows.block(r, b) };
-                let scale = _mm256_set1_ps(dw * d);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(qw, x)), scale, acc[r]);
-                offsets[r] += mw * s;
+            // SAFETY: a block holds 16 packed bytes after its scale and offset; b < blocks,
+            // which `Rows::new` checked every row holds.
+            let (qw, (d, s)) = unsafe { (nibbles(blk[4..].as_ptr()), rows.scales(b)) };
+            let (dw, mw) = f16_pair(blk);
+            // Separate multiply and add, as the portable kernel's `offsets += m * s`.
+            offsets = _mm_add_ps(offsets, _mm_mul_ps(_mm_set1_ps(mw), s));
+            // SAFETY: `scales` holds four floats.
+            unsafe { _mm_storeu_ps(scales.as_mut_ptr(), _mm_mul_ps(_mm_set1_ps(dw), d)) };
+            for (r, (acc, scale)) in acc.iter_mut().zip(&scales).enumerate() {
+                // SAFETY: as above.
+                let x = unsafe { rows.block(r, b) };
+                let l = _mm256_cvtepi32_ps(lanes(qw, x));
+                *acc = _mm256_fmadd_ps(l, _mm256_broadcast_ss(scale), *acc);
             }
         }
-        std::array::from_fn(|r| reduce(acc[r]) + offsets[r])
+        let mut off = [0f32; 4];
+        // SAFETY: `off` holds four floats.
+        unsafe { _mm_storeu_ps(off.as_mut_ptr(), offsets) };
+        std::array::from_fn(|r| reduce(acc[r]) + off[r])
     }
 
     /// Four activation rows against one weight row, as `q8_0` does each.
     #[target_feature(enable = $features)]
-    fn q8_0_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
+    fn q8_0_x4(w: &[u8], quad: &Quad) -> [f32; 4] {
         let blocks = w.len() / 34;
-        let rows = Rows::new(a, blocks);
+        let rows = Rows::new(quad, blocks);
         let mut acc = [_mm256_setzero_ps(); 4];
+        let mut scales = [0f32; 4];
         for (b, blk) in w.chunks_exact(34).enumerate() {
             // The weights stream from memory once per token: ask for them ahead of use.
             _mm_prefetch::<_MM_HINT_T0>(blk.as_ptr().wrapping_add(PREFETCH) as *const i8);
-            // SAFETY: a block holds 32 bytes after its scale.
-            let qw = unsafe { load32(blk[2..].as_ptr() as *const i8) };
-            let (abs_w, dw) = (_mm256_sign_epi8(qw, qw), f16_at(blk, 0));
-            for r in 0..4 {
-                // SAFETY: b < blocks, which `Rows::new` checked every row holds.
-                let (x, d, _) = unsafe { rows.block(r, b) };
-                let l = lanes(abs_w, _mm256_sign_epi8(x, qw));
-                let scale = _mm256_set1_ps(dw * d);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), scale, acc[r]);
+            // SAFETY: a block holds 32 bytes after its scale; b < blocks, which
+            // `Rows::new` checked every row holds.
+            let (qw, (d, _)) = unsafe { (load32(blk[2..].as_ptr() as *const i8), rows.scales(b)) };
+            let abs_w = _mm256_sign_epi8(qw, qw);
+            let dw = _mm_set1_ps(f16_at(blk, 0));
+            // SAFETY: `scales` holds four floats.
+            unsafe { _mm_storeu_ps(scales.as_mut_ptr(), _mm_mul_ps(dw, d)) };
+            for (r, (acc, scale)) in acc.iter_mut().zip(&scales).enumerate() {
+                // SAFETY: as above.
+                let x = unsafe { rows.block(r, b) };
+                let l = _mm256_cvtepi32_ps(lanes(abs_w, _mm256_sign_epi8(x, qw)));
+                *acc = _mm256_fmadd_ps(l, _mm256_broadcast_ss(scale), *acc);
             }
         }
         std::array::from_fn(|r| reduce(acc[r]))
     }
 
     /// One activation row as raw pointers, its length checked once.
-    struct Row(Rows);
+    struct Row {
+        q: *const i8,
+        d: *const f32,
+        s: *const f32,
+    }
 
     impl Row {
         fn new(a: &Q8Activations, blocks: usize) -> Self {
-            Row(Rows::new([a; 4], blocks))
+            assert!(
+                a.q.len() >= blocks * 32 && a.d.len() >= blocks && a.s.len() >= blocks,
+                "activations shorter than the weight row"
+            );
+            Row { q: a.q.as_ptr(), d: a.d.as_ptr(), s: a.s.as_ptr() }
         }
 
+        /// Block `b`: its 32 bytes, scale and sum.
+        ///
         /// # Safety
         /// `b` below the `blocks` given to `new`.
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn block(&self, b: usize) -> (__m256i, f32, f32) {
-            // SAFETY: passed on from the caller.
-            unsafe { self.0.block(0, b) }
+            // SAFETY: the caller keeps b within what `new` checked.
+            unsafe { (load32(self.q.add(b * 32)), *self.d.add(b), *self.s.add(b)) }
         }
     }
 
@@ -648,38 +712,48 @@ macro_rules! x86_kernels {
     /// reloads at every block were a fifth of the four-row kernels' time).
     struct Rows {
         q: [*const i8; 4],
-        d: [*const f32; 4],
-        s: [*const f32; 4],
+        d: *const [f32; 4],
+        s: *const [f32; 4],
     }
 
     impl Rows {
-        fn new(a: [&Q8Activations; 4], blocks: usize) -> Self {
-            for r in &a {
-                assert!(
-                    r.q.len() >= blocks * 32 && r.d.len() >= blocks && r.s.len() >= blocks,
-                    "activations shorter than the weight row"
-                );
-            }
+        fn new(quad: &Quad, blocks: usize) -> Self {
+            assert!(
+                quad.rows.iter().all(|r| r.q.len() >= blocks * 32)
+                    && quad.d.len() >= blocks
+                    && quad.s.len() >= blocks,
+                "activations shorter than the weight row"
+            );
             Rows {
-                q: a.map(|r| r.q.as_ptr()),
-                d: a.map(|r| r.d.as_ptr()),
-                s: a.map(|r| r.s.as_ptr()),
+                q: quad.rows.map(|r| r.q.as_ptr()),
+                d: quad.d.as_ptr(),
+                s: quad.s.as_ptr(),
             }
         }
 
-        /// Row `r`'s block `b`: its 32 bytes, scale and sum.
+        /// Row `r`'s 32 bytes of block `b`.
         ///
         /// # Safety
         /// `r < 4` and `b` below the `blocks` given to `new`.
         #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn block(&self, r: usize, b: usize) -> (__m256i, f32, f32) {
+        unsafe fn block(&self, r: usize, b: usize) -> __m256i {
+            // SAFETY: the caller keeps b within what `new` checked.
+            unsafe { load32(self.q[r].add(b * 32)) }
+        }
+
+        /// Block `b`'s four scales and four sums.
+        ///
+        /// # Safety
+        /// `b` below the `blocks` given to `new`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn scales(&self, b: usize) -> (__m128, __m128) {
             // SAFETY: the caller keeps b within what `new` checked.
             unsafe {
                 (
-                    load32(self.q[r].add(b * 32)),
-                    *self.d[r].add(b),
-                    *self.s[r].add(b),
+                    _mm_loadu_ps(self.d.add(b) as *const f32),
+                    _mm_loadu_ps(self.s.add(b) as *const f32),
                 )
             }
         }
@@ -687,11 +761,11 @@ macro_rules! x86_kernels {
 
     // SAFETY (all below): only handed out by `select_kernel` / `select_kernel4` after
     // detecting this module's features (`vnni_detected` or the AVX2 check).
-    pub fn dot_q4_1_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
-        unsafe { q4_1_x4(w, a) }
+    pub fn dot_q4_1_x4(w: &[u8], quad: &Quad) -> [f32; 4] {
+        unsafe { q4_1_x4(w, quad) }
     }
-    pub fn dot_q8_0_x4(w: &[u8], a: [&Q8Activations; 4]) -> [f32; 4] {
-        unsafe { q8_0_x4(w, a) }
+    pub fn dot_q8_0_x4(w: &[u8], quad: &Quad) -> [f32; 4] {
+        unsafe { q8_0_x4(w, quad) }
     }
     pub fn dot_q4_0(w: &[u8], a: &Q8Activations) -> f32 {
         unsafe { q4_0(w, a) }
@@ -849,7 +923,7 @@ mod tests {
                     GgmlType::Q8_0 => four[1],
                     _ => continue,
                 };
-                let got = k4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+                let got = k4(&w, &Quad::new([&acts[0], &acts[1], &acts[2], &acts[3]]));
                 assert_eq!(got.map(f32::to_bits).to_vec(), want, "{name} {kind:?} x4");
             }
         }
@@ -870,7 +944,7 @@ mod tests {
                     quantize_q8(&x, kind)
                 })
                 .collect();
-            let four = k4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
+            let four = k4(&w, &Quad::new([&acts[0], &acts[1], &acts[2], &acts[3]]));
             for (r, a) in acts.iter().enumerate() {
                 assert_eq!(
                     four[r].to_bits(),
