@@ -14,6 +14,7 @@ threads=("$@")
 rounds=${ROUNDS:-3}
 cache=${PERCEPT_BENCH_CACHE:-$HOME/.cache/percept-bench}
 bench_bin=$cache/llama.cpp/build/bin/llama-bench
+completion_bin=$cache/llama.cpp/build/bin/llama-completion
 
 if [ ! -x "$bench_bin" ]; then
   command -v cmake >/dev/null || { echo "cmake is needed: apt-get install cmake g++" >&2; exit 1; }
@@ -39,6 +40,9 @@ if [ ! -x "$bench_bin" ]; then
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >&2
   cmake --build "$cache/llama.cpp/build" --target llama-bench -j "$(nproc)" >&2
 fi
+# llama-completion (for the memory comparison) came later: built into the same tree.
+[ -x "$completion_bin" ] ||
+  cmake --build "$cache/llama.cpp/build" --target llama-completion -j "$(nproc)" >&2
 
 # The same target directory as .ci/run, so the burn build is shared.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/percept-target}
@@ -87,3 +91,26 @@ for (t, test), d in sorted(res.items()):
     print(f"{t:>7} {name:>5} {l:>16.1f} {p:>14.1f} {p / l:>6.2f}")
 PY
 rm -f "$out"
+
+# Peak resident memory answering the same chat prompt (32 greedy tokens, 2 threads).
+# llama.cpp allocates its KV cache for the whole context up front (-c, default the model's
+# 8192); percept grows its cache with the conversation, so both ends are shown.
+peak_kb() {
+  python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
+}
+prompt="What is the capital of France?"
+ours=$(peak_kb "$percept" chat "$prompt" --max-tokens 32 --threads 2)
+theirs=()
+for ctx in 512 8192; do
+  theirs+=("$(peak_kb "$completion_bin" -m "$model" -cnv -st -p "$prompt" -n 32 -t 2 --temp 0 -c "$ctx")")
+done
+python3 - "$ours" "${theirs[@]}" <<'PY'
+import sys
+ours, c512, c8192 = (int(v) / 1024 for v in sys.argv[1:])
+print(f"\n{'peak RSS, same chat prompt':<30} {'MiB':>8} {'percept/llama.cpp':>18}")
+print(f"{'percept chat':<30} {ours:>8.1f}")
+for name, v in (("llama-completion -c 512", c512), ("llama-completion -c 8192", c8192)):
+    print(f"{name:<30} {v:>8.1f} {ours / v:>18.2f}")
+PY
