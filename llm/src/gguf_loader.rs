@@ -81,7 +81,8 @@ pub fn load_llama(
 ) -> Result<Llama, LoadError> {
     let config = llama_config(gguf)?;
     let (d, v) = (config.d_model, config.vocab_size);
-    let cpu = cpu_kernels(device);
+    // CPU devices multiply on the project's kernels, others on the device's f32 matmul.
+    let cpu = modelkit::is_cpu(device);
     let embedding = TokenEmbedding::new(matrix(gguf, "token_embd.weight", d, v)?);
     // No `output.weight`: the LM head is tied to the token embedding.
     let lm_head = match gguf.tensor_info("output.weight") {
@@ -138,14 +139,6 @@ fn check_dims(info: &TensorInfo, name: &str, dims: &[usize]) -> Result<(), LoadE
         });
     }
     Ok(())
-}
-
-/// Whether linear layers run on the project's CPU kernels (CPU devices) or on the
-/// device's own f32 matmul.
-fn cpu_kernels(device: &Device) -> bool {
-    #[allow(deprecated)]
-    let ndarray = Device::ndarray();
-    *device == Device::flex() || *device == ndarray
 }
 
 /// A `[d_out, d_in]` weight (GGUF dims `[d_in, d_out]`) as blocks in the mapped file.

@@ -301,31 +301,13 @@ impl Attention {
         let q = q.swap_dims(1, 2);
         let mut scores = q.matmul(group(k).swap_dims(2, 3)) / (hd as f64).sqrt();
         if t > 1 {
-            let mask = causal_mask(t, start, &scores.device()).reshape([1, 1, t, total]);
+            let mask = modelkit::causal_mask(t, total, &scores.device()).reshape([1, 1, t, total]);
             scores = scores + mask;
         }
         let out = softmax(scores, 3).matmul(group(v));
         self.wo
             .forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
     }
-}
-
-/// `0` where query `i` (at position `start + i`) may see key `j`, `-inf` where `j` is in
-/// its future. Shape `[t, start + t]`.
-fn causal_mask(t: usize, start: usize, device: &Device) -> Tensor<2> {
-    let total = start + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(mask, [t, total]), device)
 }
 
 /// SwiGLU feed-forward network.

@@ -74,11 +74,10 @@ impl Mlp {
 fn attend(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, heads: usize, causal: bool) -> Tensor<2> {
     let tk = k.dims()[0];
     let (k_t, v) = (split_heads(k, heads).swap_dims(1, 2), split_heads(v, heads));
-    let mask = if causal {
-        causal_mask(q.dims()[0], tk, &q.device())
-    } else {
-        None
-    };
+    let tq = q.dims()[0];
+    // One query (a decode step) sees every key: no mask.
+    let mask =
+        (causal && tq > 1).then(|| modelkit::causal_mask(tq, tk, &q.device()).reshape([1, tq, tk]));
     attend_heads(q, k_t, v, mask)
 }
 
@@ -86,26 +85,6 @@ fn attend(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, heads: usize, causal: bool) 
 fn split_heads(x: Tensor<2>, heads: usize) -> Tensor<3> {
     let [t, d] = x.dims();
     x.reshape([t, heads, d / heads]).swap_dims(0, 1)
-}
-
-/// The additive mask that hides later keys from each of `tq` queries at the end of `tk`.
-fn causal_mask(tq: usize, tk: usize, device: &Device) -> Option<Tensor<3>> {
-    if tq <= 1 {
-        return None;
-    }
-    let start = tk - tq;
-    let mask: Vec<f32> = (0..tq)
-        .flat_map(|i| {
-            (0..tk).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Some(Tensor::<2>::from_data(TensorData::new(mask, [tq, tk]), device).reshape([1, tq, tk]))
 }
 
 /// [`attend`] with keys (transposed) and values already split into heads.
@@ -386,8 +365,7 @@ impl Whisper {
 /// The output projection for the CPU: the embedding table in f16, when that loses nothing
 /// (model.bin stores it in f16; the reader widened it to f32).
 fn cpu_output(model: &Ct2Model, device: &Device, vocab: usize, d: usize) -> Option<HalfMatrix> {
-    #[allow(deprecated)]
-    let cpu = *device == Device::flex() || *device == Device::ndarray();
+    let cpu = modelkit::is_cpu(device);
     let table = model
         .variables
         .get("decoder/embeddings/weight")
