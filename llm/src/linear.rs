@@ -6,20 +6,24 @@
 //! llama.cpp's.
 //!
 //! On other devices (the GPU) the blocks are dequantized once at load into f32 tensors and
-//! the product is burn's matmul, computed the way llama.cpp computes it: activations rounded
-//! to its 8-bit blocks (f16 scales), and a Q4_1 matrix split into its scaled nibbles `d·q`
-//! plus a per-block offset term `m · Σx` whose block sums are rounded to f16 as llama.cpp's
-//! Q8_1 blocks store them. Without the split the GPU's logits sat 0.3 to 0.6 away from
-//! llama.cpp's; the model multiplies through 30 layers, so these roundings matter.
+//! the product is burn's matmul, computed with the kernels' roundings: activations rounded
+//! to llama.cpp's 8-bit blocks (f16 scales), and a Q4_1 matrix split into its scaled
+//! nibbles `d·q` plus a per-block offset term `m · Σx` whose block sums are rounded to f16
+//! as llama.cpp's Q8_1 blocks keep them. The two paths then agree to 1e-5 on one product
+//! (`blocks_multiply_like_the_dense_matrix`) where either is 1/200 from the f32 product;
+//! without the roundings every top-10 logit of the chat prompt sits 0.37 to 0.68 above
+//! llama.cpp's (see `tests/llm_reference.rs` for why single runs still differ).
 //!
-//! Why not burn's quantized tensors on the GPU: Q8_0 would map exactly onto burn's 8-bit
-//! symmetric blocks with f16 scales, but this model's 210 matrices are Q4_1 save the
-//! embedding, and a Q4_1 block is asymmetric (`d·q + m`): it fits burn's symmetric 4-bit
-//! scheme only after the same split, with `q` recentred to `q - 8` and the offset moved
-//! into the `m` term. burn 0.22's quantized matmul on wgpu dequantizes such block-scaled
-//! operands before multiplying when its tiled kernels decline them, so it would save memory
-//! (a 135M model is 0.5 GB in f32, within any GPU we target) but neither time nor
-//! exactness; f32 keeps one product for every matrix and is what the tests compare.
+//! Why not burn's quantized tensors on the GPU: Q8_0 maps exactly onto burn's 8-bit
+//! symmetric blocks with f16 scales, but every matrix of this model except the embedding is
+//! Q4_1, whose blocks are asymmetric (`d·q + m`): they fit burn's symmetric 4-bit scheme
+//! only after the same split, with `q` recentred to `q - 8` and `8d` moved into the offset.
+//! burn's quantized matmul multiplies f32 activations by the dequantized weights inside its
+//! kernel, so the activations would still have to be rounded first, and it falls back to
+//! dequantizing the whole operand where its kernels decline a block layout
+//! (`launch_matmul_naive` in burn-cubecl). What quantized tensors would save is memory: the
+//! f32 copy of this 135M model is 0.55 GB of device memory, which every GPU we target has.
+//! One f32 product for every matrix is the simpler path, and it is what the tests check.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
