@@ -830,6 +830,14 @@ mod tests {
         out
     }
 
+    /// Four activation rows of `cols` values in `±scale`, quantized for `kind`.
+    fn random_rows(kind: GgmlType, cols: usize, scale: f32, seed: &mut u64) -> [Q8Activations; 4] {
+        std::array::from_fn(|_| {
+            let x: Vec<f32> = (0..cols).map(|_| lcg(seed) * scale).collect();
+            quantize_q8(&x, kind)
+        })
+    }
+
     /// Every kernel against dequantize-then-f32 on random data, for odd sizes too. The
     /// difference comes only from rounding the activations to 8 bits: bounded by
     /// `Σ |w| * d/2` per output, i.e. by `|w|₁ * max|x| / 254`.
@@ -910,12 +918,7 @@ mod tests {
             for (kind, kernel) in kinds.into_iter().zip(single) {
                 let cols = 1536;
                 let w = random_blocks(kind, 1, cols, &mut seed);
-                let acts: Vec<Q8Activations> = (0..4)
-                    .map(|_| {
-                        let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 3.0).collect();
-                        quantize_q8(&x, kind)
-                    })
-                    .collect();
+                let acts = random_rows(kind, cols, 3.0, &mut seed);
                 let want: Vec<u32> = acts
                     .iter()
                     .map(|a| portable_kernel(kind)(&w, a).to_bits())
@@ -926,7 +929,7 @@ mod tests {
                     GgmlType::Q8_0 => four[1],
                     _ => continue,
                 };
-                let got = k4(&w, &Quad::new([&acts[0], &acts[1], &acts[2], &acts[3]]));
+                let got = k4(&w, &Quad::new(acts.each_ref()));
                 assert_eq!(got.map(f32::to_bits).to_vec(), want, "{name} {kind:?} x4");
             }
         }
@@ -941,13 +944,8 @@ mod tests {
             };
             let cols = 576;
             let w = random_blocks(kind, 1, cols, &mut seed);
-            let acts: Vec<Q8Activations> = (0..4)
-                .map(|_| {
-                    let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 2.0).collect();
-                    quantize_q8(&x, kind)
-                })
-                .collect();
-            let four = k4(&w, &Quad::new([&acts[0], &acts[1], &acts[2], &acts[3]]));
+            let acts = random_rows(kind, cols, 2.0, &mut seed);
+            let four = k4(&w, &Quad::new(acts.each_ref()));
             for (r, a) in acts.iter().enumerate() {
                 assert_eq!(
                     four[r].to_bits(),
