@@ -124,7 +124,7 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], out: &mut [f32]) {
 /// Other kinds have no offset: `out` is [`dequantize`]'s and `minimums` is left alone.
 ///
 /// # Panics
-/// As [`dequantize`]; and if `minimums` has fewer entries than `bytes` has Q4_1 blocks.
+/// As [`dequantize`]; and for Q4_1 if `minimums` does not have one entry per block.
 pub fn dequantize_split(kind: GgmlType, bytes: &[u8], out: &mut [f32], minimums: &mut [f32]) {
     if kind != GgmlType::Q4_1 {
         return dequantize(kind, bytes, out);
@@ -134,6 +134,11 @@ pub fn dequantize_split(kind: GgmlType, bytes: &[u8], out: &mut [f32], minimums:
         bytes.len() / bb * 32,
         out.len(),
         "dequantize: size mismatch"
+    );
+    assert_eq!(
+        bytes.len() / bb,
+        minimums.len(),
+        "dequantize: one minimum per block"
     );
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(32));
     for ((b, o), m) in blocks.zip(minimums.iter_mut()) {
