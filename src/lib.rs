@@ -1,9 +1,8 @@
 //! percept's application layer: the model manager and device selection, shared by the
 //! CLI (`src/main.rs`) and the end-to-end tests.
 
-pub mod commands;
 pub mod device;
-pub mod knowledge;
+pub mod kiosk;
 pub mod models;
 pub mod speech;
 pub mod vision;

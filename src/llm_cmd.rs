@@ -95,11 +95,16 @@ pub enum LlmCommand {
 
 /// Loads the language model named by the arguments, with a progress bar.
 pub fn load(args: &ModelArgs) -> Result<Llm> {
+    let device = device::select(args.device, args.threads)?;
+    load_on(args, &device)
+}
+
+/// [`load`] onto a device already selected.
+pub fn load_on(args: &ModelArgs, device: &burn::tensor::Device) -> Result<Llm> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => models::require(DEFAULT_LLM)?,
     };
-    let device = device::select(args.device, args.threads)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("loading {msg} {bar:30} {pos}/{len} layers")
             .expect("static template"),
@@ -109,7 +114,7 @@ pub fn load(args: &ModelArgs) -> Result<Llm> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let llm = Llm::load(&path, &device, |done, total| {
+    let llm = Llm::load(&path, device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_pipeline;
 mod describe_cmd;
+mod eval_cmd;
 mod kiosk_cmd;
 mod llm_cmd;
 mod record_cmd;
@@ -55,6 +56,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Measure quality on evaluation sets.
+    Eval {
+        #[command(subcommand)]
+        command: eval_cmd::EvalCommand,
     },
     /// Measure speed.
     Bench {
@@ -121,6 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat(args) => llm_cmd::chat(args)?,
         Command::Llm { command } => llm_cmd::run(command)?,
         Command::Bench { command } => bench::run(command)?,
+        Command::Eval { command } => eval_cmd::run(command)?,
         Command::Run(args) => run_cmd::run(args)?,
         Command::Record(args) => record_cmd::run(args)?,
         Command::Describe(args) => describe_cmd::run(args)?,

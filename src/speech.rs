@@ -111,6 +111,9 @@ impl Transcriber {
             .with_context(|| format!("cannot read {}", files[0].display()))?;
         let ct2 = Ct2Model::parse(&bytes)?;
         let model = Whisper::load(&ct2, device)?;
+        // The file's 78 MB are not needed once the weights are made.
+        drop(ct2);
+        drop(bytes);
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[1])?)
             .with_context(|| format!("{} is not JSON", files[1].display()))?;
         let ids = |key: &str| -> Vec<u32> {

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use llm::{GenerateParams, Llm, Segment, Session};
-use percept::commands::{CommandSpec, Commands};
+use percept::kiosk::actions::{CommandSpec, Commands};
 
 /// The bundled museum's commands.
 fn museum_commands() -> Commands {

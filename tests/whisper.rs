@@ -22,7 +22,8 @@ fn setup() -> (Whisper, Greedy, Vec<f32>, Vec<u32>) {
         .map(|t| t.as_u64().unwrap() as u32)
         .collect();
     let files = percept::models::require_all("whisper-tiny-en").unwrap();
-    let ct2 = Ct2Model::parse(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let ct2 = Ct2Model::parse(&bytes).unwrap();
     let model = Whisper::load(&ct2, &Device::flex()).unwrap();
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&files[1]).unwrap()).unwrap();
@@ -87,7 +88,8 @@ fn transcriber_gives_the_text_and_odd_audio_a_clear_outcome() {
 fn wgpu_device_matches_the_cpu() {
     let (cpu_model, greedy, clip, want) = setup();
     let files = percept::models::require_all("whisper-tiny-en").unwrap();
-    let ct2 = Ct2Model::parse(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let ct2 = Ct2Model::parse(&bytes).unwrap();
     let gpu = percept::device::select(percept::device::DeviceChoice::Wgpu, 0).unwrap();
     let gpu_model = Whisper::load(&ct2, &gpu).unwrap();
     let mel = mel_tensor(&clip, 1500);

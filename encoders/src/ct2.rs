@@ -30,17 +30,23 @@ pub enum Ct2Error {
     },
 }
 
-/// One variable, converted to f32 (integers too: the scalars are small).
+/// One variable: its shape and where its values are in the file. Values are converted
+/// (to f32, integers too: the scalars are small) only when asked for, one variable at a
+/// time, so that loading holds the file and the model's own tensors, not a third copy; an
+/// alias is the same bytes under another name.
 #[derive(Debug, Clone)]
 pub struct Variable {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    dtype: u8,
+    bytes: std::ops::Range<usize>,
 }
 
+/// A parsed `model.bin`, borrowing the file's bytes.
 #[derive(Debug, Clone)]
-pub struct Ct2Model {
+pub struct Ct2Model<'a> {
     pub spec: String,
     pub variables: HashMap<String, Variable>,
+    file: &'a [u8],
 }
 
 struct Reader<'a> {
@@ -124,8 +130,8 @@ fn item_size(dtype: u8) -> usize {
     }
 }
 
-impl Ct2Model {
-    pub fn parse(bytes: &[u8]) -> Result<Self, Ct2Error> {
+impl<'a> Ct2Model<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Ct2Error> {
         let mut r = Reader { bytes, at: 0 };
         let version = r.u32("version")?;
         if !(4..=6).contains(&version) {
@@ -154,12 +160,22 @@ impl Ct2Model {
                     offset: at,
                 });
             }
-            let data =
-                decode(dtype, r.take(n, "variable data")?).ok_or_else(|| Ct2Error::Malformed {
+            if dtype > 5 {
+                return Err(Ct2Error::Malformed {
                     what: format!("'{name}': unknown dtype {dtype}"),
                     offset: at,
-                })?;
-            variables.insert(name, Variable { shape, data });
+                });
+            }
+            let start = r.at;
+            r.take(n, "variable data")?;
+            variables.insert(
+                name,
+                Variable {
+                    shape,
+                    dtype,
+                    bytes: start..start + n,
+                },
+            );
         }
         if version >= 3 {
             let aliases = r.u32("alias count")?;
@@ -173,11 +189,15 @@ impl Ct2Model {
                 variables.insert(alias, v);
             }
         }
-        Ok(Ct2Model { spec, variables })
+        Ok(Ct2Model {
+            spec,
+            variables,
+            file: bytes,
+        })
     }
 
-    /// A variable's values, checked against the shape the model needs.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], Ct2Error> {
+    /// A variable, checked against the shape the model needs.
+    fn variable(&self, name: &str, shape: &[usize]) -> Result<&Variable, Ct2Error> {
         let v = self
             .variables
             .get(name)
@@ -189,11 +209,31 @@ impl Ct2Model {
                 want: shape.to_vec(),
             });
         }
-        Ok(&v.data)
+        Ok(v)
+    }
+
+    /// A variable's values in f32, checked against the shape the model needs.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, Ct2Error> {
+        let v = self.variable(name, shape)?;
+        Ok(decode(v.dtype, &self.file[v.bytes.clone()]).unwrap_or_default())
+    }
+
+    /// A variable's values as the file stores them, when that is f16.
+    pub fn get_f16(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f16>>, Ct2Error> {
+        let v = self.variable(name, shape)?;
+        Ok((v.dtype == 4).then(|| {
+            self.file[v.bytes.clone()]
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        }))
     }
 
     /// A scalar variable (such as `encoder/num_heads`).
     pub fn scalar(&self, name: &str) -> Result<f32, Ct2Error> {
-        Ok(self.get(name, &[])?[0])
+        self.get(name, &[])?
+            .first()
+            .copied()
+            .ok_or_else(|| Ct2Error::Missing(name.into()))
     }
 }

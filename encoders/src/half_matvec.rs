@@ -30,6 +30,15 @@ impl HalfMatrix {
         self.rows
     }
 
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i` (an embedding lookup). Panics if `i` is not below `rows`, as slice indexing.
+    pub fn row(&self, i: usize) -> &[f16] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
     /// `y = M x`.
     ///
     /// # Shapes

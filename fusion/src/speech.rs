@@ -1,4 +1,5 @@
-//! What the kiosk heard, and saw when a camera is in the graph, as prefix rows.
+//! What the kiosk heard, the facts retrieved for it, and what it saw when a camera is in
+//! the graph, as prefix rows.
 //!
 //! The transcript is Whisper's text; the language model reads it best as its own words, so
 //! it goes in through the model's token embedding table, as [`crate::vision::LabelProjector`]
@@ -11,10 +12,12 @@ use llm::{Llm, Segment};
 use crate::FusionError;
 use crate::vision::LabelProjector;
 
-/// An utterance and what was in view when it ended.
+/// An utterance, the facts that bear on it, and what was in view when it ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Utterance<'a> {
     pub transcript: &'a str,
+    /// The knowledge file's facts retrieved for this utterance, best first.
+    pub facts: &'a [&'a str],
     pub scene: Option<&'a Scene>,
 }
 
@@ -23,14 +26,22 @@ pub struct Utterance<'a> {
 pub struct UtteranceProjector;
 
 impl UtteranceProjector {
-    /// The text the rows stand for: "Camera: Objects in view: …\nVisitor: Where is the
-    /// cafe?".
+    /// The text the rows stand for: "Facts:\n- The cafe is …\n\nCamera: Objects in view:
+    /// …\nVisitor: Where is the cafe?" (the facts and the camera only when there are some).
     pub fn describe(utterance: &Utterance) -> String {
-        let heard = format!("Visitor: {}", utterance.transcript.trim());
-        match utterance.scene {
-            Some(scene) => format!("Camera: {}\n{heard}", LabelProjector::describe(scene)),
-            None => heard,
+        let mut text = String::new();
+        if !utterance.facts.is_empty() {
+            text.push_str("Facts:\n");
+            for fact in utterance.facts {
+                text.push_str(&format!("- {}\n", fact.trim()));
+            }
+            text.push('\n');
         }
+        if let Some(scene) = utterance.scene {
+            text.push_str(&format!("Camera: {}\n", LabelProjector::describe(scene)));
+        }
+        text.push_str(&format!("Visitor: {}", utterance.transcript.trim()));
+        text
     }
 
     /// `[rows, d_model]` embedding rows of [`UtteranceProjector::describe`].

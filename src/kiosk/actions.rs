@@ -1,6 +1,6 @@
 //! Kiosk commands: the `[commands]` table of a knowledge file, the JSON that names one of
-//! them, the decision whether an utterance asks for one ([`Router`]), and the grammar that
-//! makes the language model produce only valid actions ([`ActionGrammar`]).
+//! them, and the grammar that makes the language model produce only valid actions
+//! ([`ActionGrammar`]). Whether an utterance asks for one is `super::routing`'s decision.
 //!
 //! ```toml
 //! [commands.show_map]
@@ -242,105 +242,6 @@ impl Commands {
     }
 }
 
-/// What an utterance asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Route {
-    Question,
-    Command(String),
-}
-
-/// A routing decision and its evidence.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub route: Route,
-    /// `ln P(words | best command) - ln P(words | best question hypothesis)`, nats.
-    pub margin: f32,
-}
-
-/// One explanation of an utterance: a command with some enum values, or a question.
-struct Hypothesis {
-    command: Option<String>,
-    /// The hypothesis' text but its last token, already run through the model.
-    session: Session,
-    last: TokenId,
-}
-
-/// Decides whether an utterance asks for a command, by which hypothesis about the visitor
-/// explains their words best: the language model's likelihood of the transcript after
-/// `A visitor asks the KIOSK to DESCRIPTION: "` for each command, and after two question
-/// hypotheses. A command wins when it beats the best question hypothesis by `margin` nats;
-/// its arguments are then decoded under [`ActionGrammar`].
-///
-/// Why not let the model choose with its first token: a 135M model never starts an answer
-/// with `{` however it is prompted (measured: P < 0.002 for commands and questions alike),
-/// while the likelihoods separate them: on 18 different museum utterances (Whisper's
-/// transcripts of the speech fixtures among them), the 8 commands by 4.5 to 15.5 nats, the
-/// 10 questions by at most 2.0 (the kiosk's default margin is 3.5; `tests/kiosk.rs` checks
-/// spoken ones end to end).
-/// The same ranking does not pick enum values well (it prefers "English" for "switch to
-/// French"); [`Commands::choose_enums`] does, from the other direction.
-pub struct Router {
-    hypotheses: Vec<Hypothesis>,
-    margin: f32,
-}
-
-impl Router {
-    pub fn new(llm: &Llm, commands: &Commands, kiosk: &str, margin: f32) -> Result<Self, LlmError> {
-        let mut texts = Vec::new();
-        for (name, spec) in &commands.specs {
-            let mut d = spec.description.trim().to_owned();
-            if let Some(first) = d.get(..1) {
-                d.replace_range(..1, &first.to_lowercase());
-            }
-            texts.push((
-                Some(name.clone()),
-                format!("A visitor asks the {kiosk} to {d}: \""),
-            ));
-        }
-        for question in ["a question", "for information"] {
-            texts.push((None, format!("A visitor asks the {kiosk} {question}: \"")));
-        }
-        let mut hypotheses = Vec::new();
-        for (command, text) in texts {
-            let mut ids = llm.tokenizer.encode(&text, false)?;
-            let last = ids.pop().ok_or(LlmError::EmptyPrompt)?;
-            let mut session = Session::new();
-            if !ids.is_empty() {
-                llm.prefill(&mut session, &[Segment::Tokens(ids)])?;
-            }
-            hypotheses.push(Hypothesis {
-                command,
-                session,
-                last,
-            });
-        }
-        Ok(Router { hypotheses, margin })
-    }
-
-    pub fn route(&self, llm: &Llm, transcript: &str) -> Result<Decision, LlmError> {
-        let words = llm
-            .tokenizer
-            .encode(&format!("{}\"", transcript.trim()), false)?;
-        let mut best_command = (f32::NEG_INFINITY, None);
-        let mut best_question = f32::NEG_INFINITY;
-        for h in &self.hypotheses {
-            let mut session = h.session.clone();
-            let ll = llm.log_likelihood(&mut session, &[Segment::Tokens(vec![h.last])], &words)?;
-            match &h.command {
-                Some(c) if ll > best_command.0 => best_command = (ll, Some(c)),
-                Some(_) => {}
-                None => best_question = best_question.max(ll),
-            }
-        }
-        let margin = best_command.0 - best_question;
-        let route = match best_command.1 {
-            Some(name) if margin > self.margin => Route::Command(name.clone()),
-            _ => Route::Question,
-        };
-        Ok(Decision { route, margin })
-    }
-}
-
 /// Most assignments of one command's enum parameters [`Commands::choose_enums`] scores.
 const MAX_VARIANTS: usize = 32;
 
@@ -384,8 +285,9 @@ impl Commands {
         }
     }
 
-    /// The command `name` with the enum parameters in `pinned` fixed to those values (the
-    /// others still free), if there is such a command and the values are allowed.
+    /// The command `name` with the parameters in `pinned` fixed to those values (the others
+    /// still free), if there is such a command and the values are allowed: an enum's value
+    /// one of its choices, an integer's a number without a leading zero.
     pub fn grammar_for(
         &self,
         name: &str,
@@ -395,9 +297,20 @@ impl Commands {
         let mut pattern = self.patterns[index].clone();
         for (k, (param, p)) in self.specs[name].parameters.iter().enumerate() {
             if let Some(value) = pinned.get(param) {
-                p.choices.contains(value).then_some(())?;
+                let text = match p.kind {
+                    ParamType::Integer => {
+                        let digits = value.len() <= MAX_DIGITS as usize
+                            && value.bytes().all(|b| b.is_ascii_digit())
+                            && (value == "0" || !value.starts_with('0'));
+                        digits.then(|| value.clone())?
+                    }
+                    ParamType::String => {
+                        p.choices.contains(value).then_some(())?;
+                        format!("\"{value}\"")
+                    }
+                };
                 // Piece 0 opens the action; parameter k is a literal, then its value.
-                pattern[2 * k + 2] = Piece::Literal(format!("\"{value}\"").into_bytes());
+                pattern[2 * k + 2] = Piece::Literal(text.into_bytes());
             }
         }
         Some(ActionGrammar {

@@ -1,7 +1,8 @@
 //! A kiosk's knowledge file: its name, instructions, facts and commands, in TOML or in
 //! Markdown (by extension: `.md` / `.markdown`).
 //!
-//! TOML: `name`, `instructions`, `facts` strings and a `[commands.NAME]` table
+//! TOML: `name`, `instructions`, `facts` strings, an optional `fallback` (what the kiosk
+//! says when its facts do not answer) and a `[commands.NAME]` table
 //! (`fixtures/kiosk/museum.toml`). Markdown, for people who keep such notes as documents:
 //!
 //! ```markdown
@@ -9,6 +10,8 @@
 //! You are the information kiosk of the City Museum. ...   <- instructions
 //! ## Facts
 //! - The cafe is on the ground floor.
+//! ## Fallback
+//! I'm sorry, I don't know that; please ask at the front desk.   <- optional
 //! ## Commands
 //! ### show_map
 //! Show a map of one floor of the museum                  <- description
@@ -22,7 +25,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::commands::{CommandSpec, ParamSpec, ParamType};
+use crate::kiosk::actions::{CommandSpec, ParamSpec, ParamType};
 
 /// What the kiosk knows.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +34,9 @@ pub struct Knowledge {
     pub name: String,
     pub instructions: String,
     pub facts: String,
+    /// What the kiosk says when no fact answers; see [`Knowledge::fallback_line`].
+    #[serde(default)]
+    pub fallback: Option<String>,
     /// Actions the kiosk can take, by name.
     #[serde(default)]
     pub commands: BTreeMap<String, CommandSpec>,
@@ -53,10 +59,55 @@ impl Knowledge {
         parsed.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// The facts one by one: each `- ` item (a line without one continues the item before).
+    pub fn fact_list(&self) -> Vec<String> {
+        let mut facts: Vec<String> = Vec::new();
+        for line in self.facts.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match (line.strip_prefix("- "), facts.last_mut()) {
+                (None, Some(last)) => {
+                    last.push(' ');
+                    last.push_str(line);
+                }
+                (item, _) => facts.push(item.unwrap_or(line).trim().to_owned()),
+            }
+        }
+        facts
+    }
+
+    /// What the kiosk says when its facts do not answer: the file's `fallback`, else one made
+    /// from the instructions' "tell them to ..." ("ask at the front desk"), else a plain
+    /// apology that sends the visitor to the staff.
+    pub fn fallback_line(&self) -> String {
+        if let Some(line) = self
+            .fallback
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            return line.to_owned();
+        }
+        let lower = self.instructions.to_lowercase();
+        let advice = ["tell them to ", "tell the visitor to ", "tell visitors to "]
+            .iter()
+            .find_map(|p| lower.find(p).map(|at| at + p.len()))
+            .map(|at| {
+                let rest = &self.instructions[at..];
+                rest[..rest.find(['.', '\n']).unwrap_or(rest.len())]
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|a| !a.is_empty());
+        match advice {
+            Some(a) => format!("I'm sorry, I don't know that; please {a}."),
+            None => "I'm sorry, I don't know that; please ask a member of staff.".to_owned(),
+        }
+    }
+
     pub fn from_markdown(text: &str) -> Result<Self> {
         let mut name = None;
         let mut section = Section::Instructions;
         let (mut instructions, mut facts) = (String::new(), String::new());
+        let mut fallback = String::new();
         let mut commands: BTreeMap<String, CommandSpec> = BTreeMap::new();
         let mut command: Option<String> = None;
         for (n, line) in text.lines().enumerate() {
@@ -66,8 +117,11 @@ impl Knowledge {
             } else if let Some(heading) = line.strip_prefix("## ") {
                 section = match heading.trim().to_lowercase().as_str() {
                     "facts" => Section::Facts,
+                    "fallback" => Section::Fallback,
                     "commands" => Section::Commands,
-                    other => bail!("line {at}: unknown section '{other}' (Facts or Commands)"),
+                    other => {
+                        bail!("line {at}: unknown section '{other}' (Facts, Fallback or Commands)")
+                    }
                 };
             } else if let Some(heading) = line.strip_prefix("### ") {
                 if section != Section::Commands {
@@ -86,6 +140,7 @@ impl Knowledge {
                 match section {
                     Section::Instructions => push_line(&mut instructions, line),
                     Section::Facts => push_line(&mut facts, line),
+                    Section::Fallback => push_line(&mut fallback, line),
                     Section::Commands => {
                         let Some(spec) = command.as_ref().and_then(|c| commands.get_mut(c)) else {
                             if line.trim().is_empty() {
@@ -106,6 +161,7 @@ impl Knowledge {
             name,
             instructions: instructions.trim().to_owned(),
             facts: facts.trim().to_owned(),
+            fallback: Some(fallback.trim().replace('\n', " ")).filter(|f| !f.is_empty()),
             commands,
         })
     }
@@ -115,6 +171,7 @@ impl Knowledge {
 enum Section {
     Instructions,
     Facts,
+    Fallback,
     Commands,
 }
 
@@ -173,7 +230,7 @@ mod tests {
         let staff = &k.commands["call_staff"];
         assert_eq!(staff.parameters["people"].kind, ParamType::Integer);
         assert_eq!(staff.parameters["reason"].kind, ParamType::String);
-        assert!(crate::commands::Commands::new(k.commands).is_ok());
+        assert!(crate::kiosk::actions::Commands::new(k.commands).is_ok());
     }
 
     /// The bundled museum in both formats: the same kiosk.
@@ -186,11 +243,35 @@ mod tests {
         assert_eq!(md.instructions, toml.instructions.trim());
         assert_eq!(md.facts, toml.facts.trim());
         let describe = |k: Knowledge| {
-            crate::commands::Commands::new(k.commands)
+            crate::kiosk::actions::Commands::new(k.commands)
                 .unwrap()
                 .describe()
         };
         assert_eq!(describe(md), describe(toml));
+    }
+
+    #[test]
+    fn facts_are_items_and_the_fallback_comes_from_the_file_or_the_instructions() {
+        let mut k = Knowledge::from_markdown(
+            "# K\nBe brief. If the facts do not say, tell them to ask at the desk.\n\
+             ## Facts\n- Cafe: ground floor,\n  next to the shop.\n- Toilets: every floor.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            k.fact_list(),
+            [
+                "Cafe: ground floor, next to the shop.",
+                "Toilets: every floor."
+            ]
+        );
+        assert_eq!(
+            k.fallback_line(),
+            "I'm sorry, I don't know that; please ask at the desk."
+        );
+        k.instructions = "Be brief.".into();
+        assert!(k.fallback_line().contains("member of staff"));
+        let k = Knowledge::from_markdown("# K\n## Facts\n- x\n## Fallback\nAsk Anna.\n").unwrap();
+        assert_eq!(k.fallback_line(), "Ask Anna.");
     }
 
     #[test]

@@ -197,11 +197,13 @@ pub struct Whisper {
     pub encoder_positions: Param<Tensor<2>>,
     pub encoder_layers: Vec<EncoderLayer>,
     pub encoder_norm: LayerNorm,
-    /// `[vocab, d]`, also the output projection.
-    pub embedding: Param<Tensor<2>>,
-    /// The same table in f16 for the CPU's output projection (decoding reads it whole for
-    /// every token; see `half_matvec`). None on other devices, or if the file's values
-    /// are not all exact in f16.
+    /// `[vocab, d]`, also the output projection. None on the CPU, where the table is kept
+    /// only as `output`.
+    pub embedding: Option<Param<Tensor<2>>>,
+    /// The same table in f16, as model.bin stores it, for the CPU: the output projection
+    /// (decoding reads it whole for every token; see `half_matvec`) and the token lookup.
+    /// Kept once, in f16, it is 40 MB where an f32 copy beside it was 80 MB more. None on
+    /// other devices, or when the file does not store it in f16.
     #[module(skip)]
     pub output: Option<HalfMatrix>,
     /// `[448, d]`.
@@ -266,14 +268,27 @@ impl Whisper {
     /// # Shapes
     /// - tokens: `n` ids -> `[vocab]` logits
     pub fn decode(&self, tokens: &[u32], state: &mut DecoderState) -> Vec<f32> {
-        let device = self.embedding.val().device();
+        let positions = self.decoder_positions.val();
+        let device = positions.device();
         let n = tokens.len();
-        let ids = Tensor::<1, burn::tensor::Int>::from_data(
-            TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n]),
-            &device,
-        );
-        let mut x = self.embedding.val().select(0, ids)
-            + self.decoder_positions.val().narrow(0, state.position, n);
+        let embedded = match (&self.embedding, &self.output) {
+            (Some(table), _) => {
+                let ids = Tensor::<1, burn::tensor::Int>::from_data(
+                    TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n]),
+                    &device,
+                );
+                table.val().select(0, ids)
+            }
+            (None, Some(half)) => {
+                let rows: Vec<f32> = tokens
+                    .iter()
+                    .flat_map(|&t| half.row(t as usize).iter().map(|v| v.to_f32()))
+                    .collect();
+                Tensor::from_data(TensorData::new(rows, [n, half.cols()]), &device)
+            }
+            (None, None) => unreachable!("Whisper::load keeps the table one way or the other"),
+        };
+        let mut x = embedded + positions.narrow(0, state.position, n);
         for (i, layer) in self.decoder_layers.iter().enumerate() {
             x = layer.attn.forward_self(x, Some(&mut state.cache[i]), true);
             x = layer.cross.forward_cross(x, &state.memory[i]);
@@ -283,12 +298,17 @@ impl Whisper {
         let last = self.decoder_norm.forward(x.narrow(0, n - 1, 1));
         // E · lastᵀ rather than last · Eᵀ: transposing the [1, d] row is free, while a
         // transposed [vocab, d] table was copied (80 MB) at every step on the CPU backend.
-        if let Some(output) = &self.output {
-            let x = last.into_data().try_to_vec::<f32>().unwrap_or_default();
-            return output.matvec(&x);
+        match (&self.output, &self.embedding) {
+            (Some(output), _) => {
+                let x = last.into_data().try_to_vec::<f32>().unwrap_or_default();
+                output.matvec(&x)
+            }
+            (None, Some(table)) => {
+                let logits = table.val().matmul(last.transpose());
+                logits.into_data().try_to_vec::<f32>().unwrap_or_default()
+            }
+            (None, None) => unreachable!("Whisper::load keeps the table one way or the other"),
         }
-        let logits = self.embedding.val().matmul(last.transpose());
-        logits.into_data().try_to_vec::<f32>().unwrap_or_default()
     }
 
     /// Longest transcript, in positions (prompt included).
@@ -317,6 +337,7 @@ impl Whisper {
             })
             .count();
         let w = Weights { model, device, d };
+        let output = cpu_output(model, device, vocab, d)?;
         let encoder_layers = (0..layers)
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
@@ -346,8 +367,11 @@ impl Whisper {
             )?,
             encoder_layers,
             encoder_norm: w.norm("encoder/layer_norm")?,
-            embedding: w.matrix("decoder/embeddings/weight", vocab, d)?,
-            output: cpu_output(model, device, vocab, d),
+            embedding: match &output {
+                Some(_) => None,
+                None => Some(w.matrix("decoder/embeddings/weight", vocab, d)?),
+            },
+            output,
             decoder_positions: w.matrix(
                 "decoder/position_encodings/encodings",
                 model
@@ -362,22 +386,23 @@ impl Whisper {
     }
 }
 
-/// The output projection for the CPU: the embedding table in f16, when that loses nothing
-/// (model.bin stores it in f16; the reader widened it to f32).
-fn cpu_output(model: &Ct2Model, device: &Device, vocab: usize, d: usize) -> Option<HalfMatrix> {
-    let cpu = modelkit::is_cpu(device);
-    let table = model
-        .variables
-        .get("decoder/embeddings/weight")
-        .filter(|_| cpu)?;
-    let half: Vec<half::f16> = table.data.iter().map(|&v| half::f16::from_f32(v)).collect();
-    let exact = half.iter().zip(&table.data).all(|(h, &v)| h.to_f32() == v);
-    HalfMatrix::new(half, vocab, d).filter(|_| exact)
+/// The embedding table in f16 for the CPU, when model.bin stores it so (nothing is lost).
+fn cpu_output(
+    model: &Ct2Model,
+    device: &Device,
+    vocab: usize,
+    d: usize,
+) -> Result<Option<HalfMatrix>, Ct2Error> {
+    if !modelkit::is_cpu(device) {
+        return Ok(None);
+    }
+    let half = model.get_f16("decoder/embeddings/weight", &[vocab, d])?;
+    Ok(half.and_then(|h| HalfMatrix::new(h, vocab, d)))
 }
 
 /// Maps `model.bin`'s names onto burn layers.
 struct Weights<'a> {
-    model: &'a Ct2Model,
+    model: &'a Ct2Model<'a>,
     device: &'a Device,
     d: usize,
 }
@@ -385,10 +410,7 @@ struct Weights<'a> {
 impl Weights<'_> {
     fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Ct2Error> {
         let v = self.model.get(name, &shape)?;
-        Ok(Tensor::from_data(
-            TensorData::new(v.to_vec(), shape),
-            self.device,
-        ))
+        Ok(Tensor::from_data(TensorData::new(v, shape), self.device))
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Param<Tensor<2>>, Ct2Error> {

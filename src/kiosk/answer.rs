@@ -1,0 +1,419 @@
+//! What the kiosk says to one utterance: nothing (talk), an action, an answer from its
+//! facts, or its fallback line.
+//!
+//! An answer is grounded three times over. Retrieval puts only the facts the question is
+//! about into the prompt (after a cached head that is the same for every utterance, so a
+//! longer knowledge file costs nothing per question); a question whose best fact covers
+//! too little of it gets the fallback line without generating at all; and the generated
+//! sentence is checked against the facts it was given (`super::grounding`): one that
+//! claims what they do not hold, or says yes where they say no, is replaced by the best
+//! fact's own words.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use encoders::vision::Scene;
+use fusion::prompt::{FramedPrompt, PrefixCache};
+use fusion::speech::{Utterance, UtteranceProjector};
+use llm::{GenerateParams, Llm, SamplingParams};
+use serde::Serialize;
+
+use super::actions::{Action, Commands, ParamType};
+use super::grounding::{self, Unsupported};
+use super::knowledge::Knowledge;
+use super::retrieval::{FactIndex, Retrieval, terms};
+use super::routing::{Anchors, Decision, Route, Router, said_arguments};
+
+const ASK: &str = "\nAnswer in one short sentence, from the facts.";
+const ACT: &str = "\nReply with only the action the visitor asks for, as JSON.";
+
+/// How the kiosk decides; the defaults are what `percept eval kiosk` was tuned with on its
+/// development set (`fixtures/kiosk/eval/dev.toml`).
+#[derive(Debug, Clone)]
+pub struct AnswerConfig {
+    /// How much better (nats) a command must explain the words than a question does.
+    pub command_margin: f32,
+    /// Longest answer, in tokens.
+    pub max_tokens: usize,
+    /// Most facts in the prompt.
+    pub facts_in_prompt: usize,
+    /// A fact after the first goes into the prompt when its BM25 score is at least this
+    /// share of the first's.
+    pub second_fact_ratio: f32,
+    /// Below this coverage of the question by its best fact, the kiosk abstains.
+    pub min_coverage: f32,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig {
+            command_margin: 3.5,
+            max_tokens: 48,
+            facts_in_prompt: 2,
+            second_fact_ratio: 0.6,
+            min_coverage: 0.55,
+        }
+    }
+}
+
+/// Where an answer's words came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The language model's sentence, checked against the facts.
+    Generated,
+    /// The best fact's own words (the generated sentence did not pass the check).
+    Fact,
+    /// The knowledge file's fallback line.
+    Fallback,
+}
+
+/// The evidence behind an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grounding {
+    pub source: Source,
+    /// The facts given to the model, best first (indices into the knowledge file's facts).
+    pub facts: Vec<usize>,
+    /// How much of the question the best fact covers, 0 to 1.
+    pub coverage: f32,
+    /// The question's terms that no fact holds.
+    pub unknown: Vec<String>,
+    /// The model's sentence when it was not kept, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<(String, Unsupported)>,
+}
+
+/// The kiosk's reply to one utterance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    /// What the kiosk says; none for talk and for an action.
+    pub answer: Option<String>,
+    pub action: Option<Action>,
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
+}
+
+impl Reply {
+    pub fn is_fallback(&self) -> bool {
+        self.grounding
+            .as_ref()
+            .is_some_and(|g| g.source == Source::Fallback)
+    }
+}
+
+/// A knowledge file made ready to answer from: its facts indexed, the prompt's head in the
+/// model's cache, the commands' hypotheses scored once.
+pub struct Answerer {
+    llm: Arc<Llm>,
+    config: AnswerConfig,
+    facts: Vec<String>,
+    index: FactIndex,
+    fallback: String,
+    /// The kiosk's name, which answers may use.
+    venue: String,
+    commands: Commands,
+    router: Option<Router>,
+    anchors: Anchors,
+    /// The head for answers: the instructions alone (with the commands' list in view, the
+    /// 135M model answered "What time do you open on Sunday?" with "The kiosk can also do
+    /// this action:"); its tail asks for one sentence from the facts.
+    answers: PrefixCache,
+    /// The head for actions: the instructions and the commands; its tail asks for JSON.
+    actions: PrefixCache,
+}
+
+impl Answerer {
+    pub fn new(llm: Arc<Llm>, knowledge: &Knowledge, config: AnswerConfig) -> Result<Self> {
+        let commands = Commands::new(knowledge.commands.clone())?;
+        let facts = knowledge.fact_list();
+        let answers = FramedPrompt::chat(&llm, knowledge.instructions.trim(), "", ASK)?;
+        let answers = PrefixCache::new(&llm, &answers)?;
+        let system = system_prompt(knowledge, &commands);
+        let actions = FramedPrompt::chat(&llm, &system, "", ACT)?;
+        let actions = PrefixCache::new(&llm, &actions)?;
+        let router = (!commands.is_empty())
+            .then(|| Router::new(&llm, &commands, &knowledge.name, config.command_margin))
+            .transpose()?;
+        Ok(Answerer {
+            index: FactIndex::new(&facts),
+            facts,
+            fallback: knowledge.fallback_line(),
+            venue: knowledge.name.clone(),
+            anchors: Anchors::new(&commands, &knowledge.name),
+            commands,
+            router,
+            answers,
+            actions,
+            config,
+            llm,
+        })
+    }
+
+    pub fn fallback(&self) -> &str {
+        &self.fallback
+    }
+
+    pub fn facts(&self) -> &[String] {
+        &self.facts
+    }
+
+    /// The reply to `transcript`, with `scene` in view; `on_text` sees the model's text as
+    /// it is generated (for first-token latency).
+    pub fn reply(
+        &self,
+        transcript: &str,
+        scene: Option<&Scene>,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Reply> {
+        let decision = match &self.router {
+            Some(router) => router.decide(&self.llm, &self.anchors, transcript)?,
+            None => {
+                let form = super::routing::form(transcript);
+                Decision {
+                    route: if form.is_request() {
+                        Route::Question
+                    } else {
+                        Route::Talk
+                    },
+                    form,
+                    anchored: Vec::new(),
+                    margin: None,
+                }
+            }
+        };
+        match decision.route.clone() {
+            Route::Talk => Ok(Reply {
+                answer: None,
+                action: None,
+                decision,
+                grounding: None,
+            }),
+            Route::Command(name) => {
+                let action = self.act(&name, transcript, scene, &mut on_text)?;
+                Ok(Reply {
+                    answer: None,
+                    action: Some(action),
+                    decision,
+                    grounding: None,
+                })
+            }
+            Route::Question => {
+                let (answer, grounding) = self.answer(transcript, scene, &mut on_text)?;
+                Ok(Reply {
+                    answer: Some(answer),
+                    action: None,
+                    decision,
+                    grounding: Some(grounding),
+                })
+            }
+        }
+    }
+
+    /// The facts that go into the prompt: the best, and the next ones nearly as good.
+    fn chosen(&self, retrieval: &Retrieval) -> Vec<usize> {
+        let Some(best) = retrieval.best() else {
+            return Vec::new();
+        };
+        retrieval
+            .hits
+            .iter()
+            .take(self.config.facts_in_prompt)
+            .filter(|h| h.score >= best.score * self.config.second_fact_ratio)
+            .map(|h| h.fact)
+            .collect()
+    }
+
+    fn answer(
+        &self,
+        question: &str,
+        scene: Option<&Scene>,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<(String, Grounding)> {
+        let retrieval = self.index.rank(question);
+        let chosen = self.chosen(&retrieval);
+        let mut grounding = Grounding {
+            source: Source::Fallback,
+            facts: chosen.clone(),
+            coverage: retrieval.coverage(),
+            unknown: retrieval.unknown.clone(),
+            rejected: None,
+        };
+        // A name that no fact holds ("the train to Westhaven") is asked about in vain.
+        let unknown_name = grounding::names(question)
+            .iter()
+            .any(|n| terms(n).iter().any(|t| !self.index.knows(t)));
+        if chosen.is_empty() || retrieval.coverage() < self.config.min_coverage || unknown_name {
+            on_text(&self.fallback);
+            return Ok((self.fallback.clone(), grounding));
+        }
+        let facts: Vec<&str> = chosen.iter().map(|&i| self.facts[i].as_str()).collect();
+        let rows = UtteranceProjector.project(
+            &Utterance {
+                transcript: question,
+                facts: &facts,
+                scene,
+            },
+            &self.llm,
+        )?;
+        let (mut session, prompt) = self.answers.start(rows);
+        let params = GenerateParams {
+            max_tokens: self.config.max_tokens,
+            sampling: SamplingParams::default(),
+            // One sentence is the answer: what follows its stop is not needed.
+            stop: vec!["\n".into(), ". ".into()],
+        };
+        let text = self
+            .llm
+            .generate(&mut session, &prompt, &params, |t| on_text(t))?
+            .text;
+        let said = grounding::one_sentence(&text);
+        // The best fact supports an answer only through the part the question is about:
+        // "open on Sunday from 9 am" takes Monday's hour.
+        let best = best_clause(facts[0], question);
+        let support: Vec<&str> = std::iter::once(best.as_str())
+            .chain(facts[1..].iter().copied())
+            .collect();
+        match grounding::check(&said, question, &support, &self.venue) {
+            Ok(()) => {
+                grounding.source = Source::Generated;
+                Ok((said, grounding))
+            }
+            Err(why) => {
+                grounding.source = Source::Fact;
+                grounding.rejected = Some((said, why));
+                Ok((best, grounding))
+            }
+        }
+    }
+
+    /// The action `name`, its arguments from the words where they are said outright, the
+    /// others chosen by the model (enums by calibrated likelihood, the rest decoded under
+    /// the command's grammar).
+    fn act(
+        &self,
+        name: &str,
+        transcript: &str,
+        scene: Option<&Scene>,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<Action> {
+        let mut pinned = said_arguments(&self.commands, name, transcript);
+        let spec = &self.commands.specs[name];
+        let enums_left = spec
+            .parameters
+            .iter()
+            .any(|(p, s)| !s.choices.is_empty() && !pinned.contains_key(p));
+        let heard = |t| Utterance {
+            transcript: t,
+            facts: &[],
+            scene,
+        };
+        let rows = UtteranceProjector.project(&heard(transcript), &self.llm)?;
+        let (session, prompt) = self.actions.start(rows);
+        if enums_left {
+            let blank = UtteranceProjector.project(&heard("N/A"), &self.llm)?;
+            let blank = self.actions.start(blank);
+            let chosen = self.commands.choose_enums(
+                &self.llm,
+                name,
+                (&session, &prompt),
+                (&blank.0, &blank.1),
+            )?;
+            for (param, value) in chosen {
+                pinned.entry(param).or_insert(value);
+            }
+        }
+        let grammar = self
+            .commands
+            .grammar_for(name, &pinned)
+            .context("routed to no command")?;
+        let text = match grammar.only_string() {
+            // Every argument is chosen: decoding could only write this.
+            Some(text) => {
+                on_text(&text);
+                text
+            }
+            None => {
+                let params = GenerateParams {
+                    max_tokens: self.config.max_tokens,
+                    sampling: SamplingParams::default(),
+                    stop: Vec::new(),
+                };
+                let mut session = session;
+                self.llm
+                    .generate_constrained(&mut session, &prompt, &params, &grammar, |t| on_text(t))?
+                    .text
+            }
+        };
+        self.commands
+            .parse(&text)?
+            .context("the model wrote no action (cut short by the token limit?)")
+    }
+}
+
+/// The part of a fact that answers the question. A list-like fact ("Opening hours: Monday
+/// to Saturday ...; Sunday ...; ...": a topic, or three clauses or more between
+/// semicolons) gives the clause holding most of the question's rarest terms, after the
+/// topic ("Opening hours: Sunday 10 am to 4 pm."); any other fact is said whole.
+pub fn best_clause(fact: &str, question: &str) -> String {
+    let (topic, body) = match fact.split_once(": ") {
+        Some((t, b)) if t.split_whitespace().count() <= 3 => (Some(t), b),
+        _ => (None, fact),
+    };
+    let clauses: Vec<&str> = body.split("; ").collect();
+    if clauses.len() < 2 || (topic.is_none() && clauses.len() < 3) {
+        return grounding::one_sentence(fact);
+    }
+    let index = FactIndex::new(&clauses);
+    let best = index
+        .rank(question)
+        .best()
+        .map_or(clauses[0], |h| clauses[h.fact]);
+    let text = match topic {
+        Some(t) => format!("{t}: {best}"),
+        None => best.to_owned(),
+    };
+    grounding::one_sentence(&text)
+}
+
+/// The instructions; with commands, followed by their list and one action's JSON.
+pub fn system_prompt(knowledge: &Knowledge, commands: &Commands) -> String {
+    let Some((name, spec)) = commands.specs.iter().next() else {
+        return knowledge.instructions.clone();
+    };
+    let args: Vec<String> = spec
+        .parameters
+        .iter()
+        .map(|(param, p)| match p.choices.first() {
+            Some(c) => format!("\"{param}\": \"{c}\""),
+            None if p.kind == ParamType::Integer => format!("\"{param}\": 1"),
+            None => format!("\"{param}\": \"...\""),
+        })
+        .collect();
+    format!(
+        "{}\n\nThe kiosk can also do these actions:\n{}\nTo do one, reply with only its JSON, \
+         for example: {{\"action\": \"{name}\", \"args\": {{{}}}}}",
+        knowledge.instructions.trim(),
+        commands.describe(),
+        args.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_best_clause_answers_the_question_asked() {
+        let hours = "Opening hours: Monday to Saturday 9 am to 6 pm; Sunday 10 am to 4 pm; \
+                     open late until 9 pm on Fridays.";
+        assert_eq!(
+            best_clause(hours, "What time do you open on Sunday?"),
+            "Opening hours: Sunday 10 am to 4 pm."
+        );
+        assert_eq!(
+            best_clause("The cafe is on the ground floor.", "Where is the cafe?"),
+            "The cafe is on the ground floor."
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The kiosk: spoken or typed questions answered from a knowledge file, and commands
+//! turned into actions, every statement grounded in the file's facts.
+//!
+//! - [`knowledge`]: the file (instructions, facts, fallback line, commands);
+//! - [`listen`]: audio into utterances (VAD and segmenter);
+//! - [`routing`]: whether an utterance asks for anything, and for what;
+//! - [`actions`]: the commands' schema and the grammar of their JSON;
+//! - [`retrieval`]: which facts an utterance is about;
+//! - [`grounding`]: checks of an answer against its facts;
+//! - [`answer`]: all of it together, one reply per utterance;
+//! - [`eval`]: the evaluation sets and their scores (`percept eval kiosk`).
+
+pub mod actions;
+pub mod answer;
+pub mod eval;
+pub mod grounding;
+pub mod knowledge;
+pub mod listen;
+pub mod retrieval;
+pub mod routing;
+
+pub use answer::{AnswerConfig, Answerer, Reply};
+pub use knowledge::Knowledge;
