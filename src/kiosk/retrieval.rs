@@ -321,6 +321,8 @@ impl Retrieval {
 /// The facts of a knowledge file, indexed for BM25.
 #[derive(Debug, Clone)]
 pub struct FactIndex {
+    /// Terms that say nothing of the topic here: the kiosk's own name ("museum").
+    ignored: BTreeSet<String>,
     docs: Vec<BTreeMap<String, u32>>,
     lengths: Vec<f32>,
     /// In how many facts each term occurs.
@@ -348,11 +350,19 @@ impl FactIndex {
             .collect();
         let average = lengths.iter().sum::<f32>() / lengths.len().max(1) as f32;
         FactIndex {
+            ignored: BTreeSet::new(),
             docs,
             lengths,
             df,
             average: average.max(1.0),
         }
+    }
+
+    /// The index ranking utterances without the terms of `text` (the kiosk's name: a
+    /// question to the museum kiosk that says "museum" is no less answered for it).
+    pub fn ignoring(mut self, text: &str) -> Self {
+        self.ignored = terms(text).into_iter().collect();
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -379,7 +389,10 @@ impl FactIndex {
 
     /// Every fact that shares a term with `text`, best first.
     pub fn rank(&self, text: &str) -> Retrieval {
-        let query: BTreeSet<String> = terms(text).into_iter().collect();
+        let query: BTreeSet<String> = terms(text)
+            .into_iter()
+            .filter(|t| !self.ignored.contains(t))
+            .collect();
         // A number the facts do not hold ("at 8 in the morning") says nothing of the topic.
         let weighed: Vec<(&String, f32)> = query
             .iter()

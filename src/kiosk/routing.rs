@@ -107,7 +107,20 @@ pub fn form(text: &str) -> Form {
     let closing = text.trim_end().chars().last();
     let exclaims = ws.get(1).is_some_and(|w| EXCLAIMING.contains(&w.as_str()))
         && matches!(first.as_str(), "what" | "how");
-    if closing == Some('?') || (QUESTION_OPENERS.contains(&first.as_str()) && !exclaims) {
+    // Without closing punctuation (a transcript cut short, typed shorthand) a question word
+    // near the start still asks: "until when is the pool open".
+    let unpunctuated = !matches!(closing, Some('.' | '!' | '?'));
+    let asks_near_start = unpunctuated
+        && ws.iter().take(3).any(|w| {
+            matches!(
+                w.as_str(),
+                "what" | "where" | "when" | "how" | "which" | "who"
+            )
+        });
+    if closing == Some('?')
+        || (QUESTION_OPENERS.contains(&first.as_str()) && !exclaims)
+        || asks_near_start
+    {
         let second = ws.get(1).map_or("", String::as_str);
         let third = ws.get(2).map_or("", String::as_str);
         let asks_to_do = matches!(first.as_str(), "can" | "could" | "would" | "will")

@@ -78,8 +78,24 @@ fn attend(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, heads: usize, causal: bool) 
     // One query (a decode step) sees every key: no mask.
     let mask =
         (causal && tq > 1).then(|| modelkit::causal_mask(tq, tk, &q.device()).reshape([1, tq, tk]));
-    attend_heads(q, k_t, v, mask)
+    if tq <= QUERY_BLOCK {
+        return attend_heads(q, k_t, v, mask);
+    }
+    // The encoder's 750 to 1500 queries in blocks: the scores of all of them at once are
+    // `heads * tq * tk` floats (54 MB for a 30 s window), a block's a fifth of that or less.
+    let blocks = (0..tq)
+        .step_by(QUERY_BLOCK)
+        .map(|at| {
+            let n = QUERY_BLOCK.min(tq - at);
+            let m = mask.as_ref().map(|m| m.clone().narrow(1, at, n));
+            attend_heads(q.clone().narrow(0, at, n), k_t.clone(), v.clone(), m)
+        })
+        .collect();
+    Tensor::cat(blocks, 0)
 }
+
+/// Queries whose attention scores are computed together.
+const QUERY_BLOCK: usize = 256;
 
 /// `[T, d]` -> `[heads, T, d / heads]`.
 fn split_heads(x: Tensor<2>, heads: usize) -> Tensor<3> {
