@@ -26,7 +26,7 @@ for (seq, t), rs in sorted(by.items()):
     kind = "action" if rs[0].get("action") else "answer"
     for key in ("end_of_speech_to_first_token_ms", "end_of_speech_to_answer_ms"):
         v = sorted(r[key] for r in rs)
-        print(f"  {seq} {kind:6} {key[18:]:<15} median {statistics.median(v):6.0f} ms"
+        print(f"  {seq} {kind:6} {key[17:]:<15} median {statistics.median(v):6.0f} ms"
               f" (min {v[0]:.0f}, max {v[-1]:.0f})  {t!r}")
 PY
 rm -f "$out"
