@@ -174,19 +174,7 @@ impl Answerer {
     ) -> Result<Reply> {
         let decision = match &self.router {
             Some(router) => router.decide(&self.llm, &self.anchors, transcript)?,
-            None => {
-                let form = super::routing::form(transcript);
-                Decision {
-                    route: if form.is_request() {
-                        Route::Question
-                    } else {
-                        Route::Talk
-                    },
-                    form,
-                    anchored: Vec::new(),
-                    margin: None,
-                }
-            }
+            None => Decision::without_commands(transcript),
         };
         match decision.route.clone() {
             Route::Talk => Ok(Reply {

@@ -166,6 +166,24 @@ pub struct Decision {
     pub margin: Option<f32>,
 }
 
+impl Decision {
+    /// The decision for a kiosk with no commands, or for words that ask for nothing: talk,
+    /// or a question, by the form alone.
+    pub fn without_commands(transcript: &str) -> Self {
+        let form = form(transcript);
+        Decision {
+            route: if form.is_request() {
+                Route::Question
+            } else {
+                Route::Talk
+            },
+            form,
+            anchored: Vec::new(),
+            margin: None,
+        }
+    }
+}
+
 /// The words of each command that tie an utterance to it: its name's parts, description
 /// and enum values, folded as retrieval folds them, without the kiosk's own name (every
 /// question to the museum kiosk says "museum").
@@ -396,12 +414,7 @@ impl Router {
     ) -> Result<Decision, LlmError> {
         let form = form(transcript);
         if !form.is_request() {
-            return Ok(Decision {
-                route: Route::Talk,
-                form,
-                anchored: Vec::new(),
-                margin: None,
-            });
+            return Ok(Decision::without_commands(transcript));
         }
         let anchored = anchors.of(transcript);
         let scored = self.route(llm, transcript, &anchored)?;
