@@ -116,43 +116,45 @@ pub fn one_sentence(text: &str) -> String {
     out
 }
 
-/// The claims of an answer, lower-cased.
-pub fn claims(answer: &str) -> Vec<String> {
+/// A text's tokens stripped of punctuation, each with whether it is written as a name: a
+/// capitalised word that does not open a sentence, other than "I".
+fn tokens(text: &str) -> Vec<(&str, bool)> {
     let mut out = Vec::new();
     let mut opening = true;
-    for token in answer.split_whitespace() {
+    for token in text.split_whitespace() {
         let bare = token.trim_matches(|c: char| !c.is_alphanumeric());
         if bare.is_empty() {
             continue;
         }
         let capital = bare.chars().next().is_some_and(char::is_uppercase);
-        let name = capital && !opening && bare != "I";
+        out.push((bare, capital && !opening && bare != "I"));
+        opening = token.ends_with(['.', '!', '?', ':']);
+    }
+    out
+}
+
+/// The claims of an answer, lower-cased.
+pub fn claims(answer: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (bare, name) in tokens(answer) {
         for w in words(bare) {
             let number = w.starts_with(|c: char| c.is_ascii_digit());
             if number || name || CLAIM_WORDS.contains(&w.as_str()) {
                 out.push(w);
             }
         }
-        opening = token.ends_with(['.', '!', '?', ':']);
     }
     out
 }
 
-/// The names in a text (capitalised words that do not open a sentence), lower-cased.
+/// The names in a text (capitalised words that do not open a sentence, "I'm" not among
+/// them), lower-cased.
 pub fn names(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut opening = true;
-    for token in text.split_whitespace() {
-        let bare = token.trim_matches(|c: char| !c.is_alphanumeric());
-        let capital = bare.chars().next().is_some_and(char::is_uppercase);
-        if capital && !opening && bare != "I" && !bare.starts_with("I'") {
-            out.extend(words(bare));
-        }
-        if !bare.is_empty() {
-            opening = token.ends_with(['.', '!', '?', ':']);
-        }
-    }
-    out
+    tokens(text)
+        .into_iter()
+        .filter(|(bare, name)| *name && !bare.starts_with("I'"))
+        .flat_map(|(bare, _)| words(bare))
+        .collect()
 }
 
 /// Whether a text says no.
