@@ -237,7 +237,7 @@ fn vision_stage(
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
-        match ctx.busy(|| percept::vision::encode_frame(vision, &frame.payload)) {
+        match ctx.busy(|| percept::vision::encode_frame(vision, None, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
                 output.send(frame.map(|_| Seen { scene }))?;

@@ -247,7 +247,7 @@ fn see(
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
-        match ctx.busy(|| percept::vision::encode_frame(vision, &frame.payload)) {
+        match ctx.busy(|| percept::vision::encode_frame(vision, None, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
                 // The answer stage may have finished (typed input ended): nothing to do.

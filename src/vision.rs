@@ -1,8 +1,9 @@
-//! The vision encoder from the model cache.
+//! The vision encoders from the model cache: the classifier (what the frame looks like) and
+//! the detector (the objects in it).
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use encoders::vision::{RgbImage, Scene, VisionEncoder, VisionError};
+use encoders::vision::{Detector, RgbImage, Scene, VisionEncoder, VisionError};
 use pipeline::Frame;
 
 use crate::models;
@@ -15,12 +16,28 @@ pub fn load(device: &Device) -> Result<VisionEncoder> {
         .context("cannot load the vision encoder")
 }
 
-/// What the encoder makes of a pipeline frame (the describe and kiosk stages drop a frame it
-/// refuses and go on).
-pub fn encode_frame(vision: &VisionEncoder, frame: &Frame) -> Result<Scene, VisionError> {
-    vision.encode(RgbImage {
+/// CenterNet (COCO-80), as `percept models pull` cached it.
+pub fn load_detector(device: &Device) -> Result<Detector> {
+    let files = models::require_all("centernet")?;
+    Detector::load(&files[0], device).context("cannot load the object detector")
+}
+
+/// What the encoders make of a pipeline frame: the classifier's labels, and the detector's
+/// objects when there is one (the describe and kiosk stages drop a frame they refuse and
+/// go on).
+pub fn encode_frame(
+    vision: &VisionEncoder,
+    detector: Option<&Detector>,
+    frame: &Frame,
+) -> Result<Scene, VisionError> {
+    let image = RgbImage {
         width: frame.width,
         height: frame.height,
         rgb: &frame.rgb,
-    })
+    };
+    let mut scene = vision.encode(image)?;
+    if let Some(detector) = detector {
+        scene.objects = detector.detect(image)?;
+    }
+    Ok(scene)
 }

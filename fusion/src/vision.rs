@@ -229,6 +229,7 @@ mod tests {
                 ),
                 (Region::Right, view(vec![0.0, 1.0, 0.0], &[("lynx", 0.02)])),
             ],
+            objects: vec![],
         }
     }
 

@@ -11,17 +11,16 @@
 //!   global average pool -> fully connected                         [B,1000]
 //! ```
 //!
-//! Convolutions pad the TensorFlow way ("SAME": the output is `ceil(in / stride)`, with the
-//! odd pixel of padding at the bottom and right), because the weights were trained so;
-//! symmetric padding changes every border activation. Batch norm is folded into the
+//! Convolutions pad the TensorFlow way ([`super::layers`]). Batch norm is folded into the
 //! preceding convolution when the weights are loaded (`w * g / sqrt(v + eps)`, bias
 //! `b - m * g / sqrt(v + eps)`), so inference runs convolutions and clamps only.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
+
+pub use super::layers::{Activation, ConvBn, ConvBnConfig, fold_batch_norm};
 
 /// One MBConv stage: (expansion ratio, kernel, stride of its first block, output
 /// channels, blocks).
@@ -36,106 +35,6 @@ pub const STAGES: [(usize, usize, usize, usize, usize); 7] = [
 ];
 pub const STEM_CHANNELS: usize = 32;
 pub const FEATURES: usize = 1280;
-
-/// A convolution with its batch norm folded in, then ReLU6 or nothing.
-#[derive(Config, Debug)]
-pub struct ConvBnConfig {
-    /// `[in, out]`.
-    pub channels: [usize; 2],
-    pub kernel: usize,
-    #[config(default = 1)]
-    pub stride: usize,
-    /// `channels[0]` for a depthwise convolution.
-    #[config(default = 1)]
-    pub groups: usize,
-    #[config(default = true)]
-    pub relu6: bool,
-}
-
-#[derive(Module, Debug)]
-pub struct ConvBn {
-    pub conv: Conv2d,
-    pub relu6: bool,
-}
-
-impl ConvBnConfig {
-    /// Zero weights of the right shapes (a loader replaces them).
-    pub fn init(&self, device: &Device) -> ConvBn {
-        let conv = Conv2dConfig::new(self.channels, [self.kernel, self.kernel])
-            .with_stride([self.stride, self.stride])
-            .with_groups(self.groups)
-            .with_padding(PaddingConfig2d::Same)
-            .with_bias(true)
-            .with_initializer(burn::nn::Initializer::Zeros)
-            .init(device);
-        ConvBn {
-            conv,
-            relu6: self.relu6,
-        }
-    }
-}
-
-impl ConvBnConfig {
-    /// The layer with its weights: `weight` `[out, in / groups, k, k]` and `bias` `[out]`
-    /// (batch norm already folded in, see [`fold_batch_norm`]).
-    pub fn with_weights(&self, weight: Tensor<4>, bias: Tensor<1>) -> ConvBn {
-        let conv = Conv2d {
-            weight: Param::from_tensor(weight),
-            bias: Some(Param::from_tensor(bias)),
-            stride: [self.stride, self.stride],
-            kernel_size: [self.kernel, self.kernel],
-            dilation: [1, 1],
-            groups: self.groups,
-            padding: PaddingConfig2d::Same,
-        };
-        ConvBn {
-            conv,
-            relu6: self.relu6,
-        }
-    }
-
-    /// `[out, in / groups, k, k]`.
-    pub fn weight_shape(&self) -> [usize; 4] {
-        let [i, o] = self.channels;
-        [o, i / self.groups, self.kernel, self.kernel]
-    }
-}
-
-/// Batch norm after a bias-free convolution, folded into the convolution:
-/// `s = gamma / sqrt(var + eps)`, `w' = w * s` (per output channel), `b' = beta - mean * s`.
-/// `weight` is `[out, rest...]` flattened row-major; returns `(w', b')`.
-pub fn fold_batch_norm(
-    weight: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
-) -> (Vec<f32>, Vec<f32>) {
-    let out = gamma.len();
-    let per = weight.len() / out.max(1);
-    let mut w = weight.to_vec();
-    let mut b = Vec::with_capacity(out);
-    for c in 0..out {
-        let s = gamma[c] / (var[c] + eps).sqrt();
-        w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
-        b.push(beta[c] - mean[c] * s);
-    }
-    (w, b)
-}
-
-impl ConvBn {
-    /// `y = min(max(conv(x) + b, 0), 6)` (without the clamp when `relu6` is off), with
-    /// TensorFlow SAME padding.
-    ///
-    /// # Shapes
-    /// - input `[B, C_in, H, W]`
-    /// - output `[B, C_out, ceil(H / stride), ceil(W / stride)]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
-        if self.relu6 { y.clamp(0.0, 6.0) } else { y }
-    }
-}
 
 /// The inverted residual block: a cheap depthwise convolution between a 1x1 expansion and
 /// a linear 1x1 projection, with a skip connection when shapes allow.
@@ -171,13 +70,11 @@ impl MbConvConfig {
     }
 
     pub fn depthwise_config(&self) -> ConvBnConfig {
-        ConvBnConfig::new([self.mid(), self.mid()], self.kernel)
-            .with_stride(self.stride)
-            .with_groups(self.mid())
+        ConvBnConfig::depthwise(self.mid(), self.kernel).with_stride(self.stride)
     }
 
     pub fn project_config(&self) -> ConvBnConfig {
-        ConvBnConfig::new([self.mid(), self.output], 1).with_relu6(false)
+        ConvBnConfig::new([self.mid(), self.output], 1).with_activation(Activation::Linear)
     }
 
     pub fn init(&self, device: &Device) -> MbConv {

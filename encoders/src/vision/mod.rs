@@ -1,17 +1,24 @@
-//! The vision encoder: EfficientNet-Lite0 over a frame, giving what the scene holds
+//! The vision encoders: EfficientNet-Lite0 over a frame, giving what the scene looks like
 //! (ImageNet classes), where (left, centre, right), and a pooled feature vector for
-//! telling whether the scene changed.
+//! telling whether the scene changed; and CenterNet, giving the objects in it (COCO
+//! classes, with boxes), people first among them.
 
+pub mod centernet;
+pub mod detect;
 pub mod efficientnet;
 pub mod labels;
+pub mod layers;
 pub mod preprocess;
 pub mod pth_loader;
+pub mod tfjs_loader;
 
 use std::path::Path;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
+pub use centernet::{CenterNet, CenterNetConfig};
+pub use detect::{BoundingBox, Detection, Detector, DetectorConfig};
 pub use efficientnet::{EfficientNet, EfficientNetConfig};
 pub use labels::Labels;
 pub use preprocess::RgbImage;
@@ -39,6 +46,17 @@ pub enum Region {
 
 impl Region {
     pub const ALL: [Region; 3] = [Region::Left, Region::Centre, Region::Right];
+
+    /// The third a point `fraction` of the way across the frame is in.
+    pub fn at(fraction: f32) -> Region {
+        if fraction < 1.0 / 3.0 {
+            Region::Left
+        } else if fraction > 2.0 / 3.0 {
+            Region::Right
+        } else {
+            Region::Centre
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -78,11 +96,15 @@ pub struct View {
     pub feature: Vec<f32>,
 }
 
-/// The encoder's output for one frame.
+/// The encoders' output for one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
+    /// The classifier on the whole frame.
     pub whole: View,
+    /// The classifier on each third.
     pub regions: Vec<(Region, View)>,
+    /// The detector's objects, best first (empty when no detector ran).
+    pub objects: Vec<Detection>,
 }
 
 pub struct VisionEncoder {
@@ -159,6 +181,7 @@ impl VisionEncoder {
         Scene {
             whole,
             regions: Region::ALL.into_iter().zip(views).collect(),
+            objects: Vec::new(),
         }
     }
 

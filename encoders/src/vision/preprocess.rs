@@ -45,21 +45,30 @@ pub fn crop_window(width: u32, height: u32) -> (f64, f64, f64, f64) {
     ((w - side) / 2.0, (h - side) / 2.0, side, side)
 }
 
+impl RgbImage<'_> {
+    /// An error unless the image has pixels and exactly `width * height * 3` bytes.
+    pub fn check(&self) -> Result<(), ImageError> {
+        let RgbImage { width, height, rgb } = *self;
+        if width == 0 || height == 0 {
+            return Err(ImageError::Empty { width, height });
+        }
+        let expected = width as usize * height as usize * 3;
+        if rgb.len() != expected {
+            return Err(ImageError::WrongSize {
+                width,
+                height,
+                expected,
+                got: rgb.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The 224x224 RGB crop, bytes.
 pub fn crop_rgb(image: RgbImage) -> Result<Vec<u8>, ImageError> {
+    image.check()?;
     let RgbImage { width, height, rgb } = image;
-    if width == 0 || height == 0 {
-        return Err(ImageError::Empty { width, height });
-    }
-    let expected = width as usize * height as usize * 3;
-    if rgb.len() != expected {
-        return Err(ImageError::WrongSize {
-            width,
-            height,
-            expected,
-            got: rgb.len(),
-        });
-    }
     let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
         .map_err(|e| ImageError::Resize(e.to_string()))?;
     let mut dst = Image::new(INPUT, INPUT, PixelType::U8x3);

@@ -17,17 +17,7 @@ use crate::torch_pickle::TorchTensor;
 /// less confidently and fits the stored running statistics worse; see the vision tests).
 pub const BN_EPS: f32 = 1e-3;
 
-#[derive(Debug, thiserror::Error)]
-pub enum WeightError {
-    #[error("the weight file has no tensor '{0}'")]
-    Missing(String),
-    #[error("tensor '{name}' has shape {got:?}, the model needs {want:?}")]
-    Shape {
-        name: String,
-        got: Vec<usize>,
-        want: Vec<usize>,
-    },
-}
+pub use crate::weights::WeightError;
 
 struct Tensors(HashMap<String, TorchTensor>);
 
@@ -69,7 +59,7 @@ impl Tensors {
         );
         Ok(config.with_weights(
             Tensor::from_data(TensorData::new(w, shape), device),
-            Tensor::from_data(TensorData::new(b, out), device),
+            Some(Tensor::from_data(TensorData::new(b, out), device)),
         ))
     }
 }
