@@ -17,8 +17,10 @@ pub enum BenchCommand {
     /// Per-hop latency and throughput of the dataflow runtime's edges, next to bare
     /// crossbeam channels in the same run, for small messages and 640x480 RGB frames.
     Pipeline(PipelineBenchArgs),
-    /// Vision encoder time per frame: a 640x480 frame through pre-processing and
-    /// EfficientNet-Lite0 (the frame and its three regions).
+    /// Vision time per 640x480 frame at 1 and 2 threads: the detector (CenterNet, with its
+    /// pre- and post-processing) next to the same model.json under TensorFlow.js's wasm
+    /// backend (XNNPACK) in node, alternating, as a ratio; and the classifier
+    /// (EfficientNet-Lite0, the frame and its three regions).
     Vision(VisionBenchArgs),
     /// Real-time factor of speech recognition (Whisper tiny.en, greedy) over audio files:
     /// one JSON line like `bench/faster_whisper_speed.py` prints, for `bench/faster_whisper.sh`.
@@ -43,18 +45,18 @@ pub struct SpeechBenchArgs {
 
 #[derive(Args, Debug)]
 pub struct VisionBenchArgs {
-    /// Timed frames after two warm-up frames.
-    #[arg(short = 'r', long, default_value_t = 20)]
+    /// Timed frames a round, after two warm-up frames.
+    #[arg(short = 'r', long, default_value_t = 10)]
     pub reps: usize,
+    /// Alternating rounds of ours (1 and 2 threads) and tfjs-wasm.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Where the encoder runs.
+    /// Where the encoders run (on the CPU, at 1 and at 2 threads).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: percept::device::DeviceChoice,
-    /// CPU threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -177,47 +179,236 @@ fn llm(args: LlmBenchArgs) -> Result<()> {
 }
 
 fn vision(args: VisionBenchArgs) -> Result<()> {
-    let device = percept::device::select(args.device, args.threads)?;
+    let device = percept::device::select(args.device, 0)?;
     let encoder = percept::vision::load(&device)?;
-    // A deterministic 640x480 picture with structure at every scale.
-    let (w, h) = (640u32, 480u32);
-    let rgb: Vec<u8> = (0..w * h * 3)
-        .map(|i| ((i % 3 * 85) ^ (i / 3 % w) ^ (i / 3 / w)) as u8)
-        .collect();
+    let detector = percept::vision::load_detector(&device)?;
+    let (photo, frame) = bench_frame()?;
     let image = encoders::vision::RgbImage {
-        width: w,
-        height: h,
-        rgb: &rgb,
+        width: 640,
+        height: 480,
+        rgb: &frame,
     };
-    let mut times = Vec::new();
-    for rep in 0..args.reps + 2 {
-        let started = Instant::now();
+    let time = |f: &(dyn Fn() -> Result<()> + Sync)| -> Result<f64> {
+        let mut times = Vec::new();
+        for rep in 0..args.reps + 2 {
+            let started = Instant::now();
+            f()?;
+            // Two warm-up frames (allocator, autotune) are not counted.
+            if rep >= 2 {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(median(&times))
+    };
+    let classify = || -> Result<()> {
         let scene = encoder.encode(image)?;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        assert_eq!(scene.whole.probs.len(), 1000);
-        if rep >= 2 {
-            times.push(ms);
+        anyhow::ensure!(
+            scene.whole.probs.len() == 1000,
+            "the classifier lost its classes"
+        );
+        Ok(())
+    };
+    let detect = || -> Result<()> {
+        detector.detect(image)?;
+        Ok(())
+    };
+    let dev = format!("{:?}", args.device).to_lowercase();
+    let cpu = !matches!(args.device, percept::device::DeviceChoice::Wgpu);
+    // On the CPU, each thread count in a pool of its own; wgpu computes on its device.
+    let thread_counts: Vec<usize> = if cpu { vec![1, 2] } else { vec![0] };
+    let in_pool = |threads: usize, f: &(dyn Fn() -> Result<f64> + Sync)| -> Result<f64> {
+        if threads == 0 {
+            return f();
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?
+            .install(f)
+    };
+    let reference = TfjsBench::find(&photo);
+    if let Err(why) = &reference {
+        eprintln!("tfjs-wasm reference not run: {why}");
+    }
+    let mut rounds: Vec<serde_json::Value> = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let mut row = serde_json::Map::new();
+        for &t in &thread_counts {
+            row.insert(
+                format!("detector_ms_{t}t"),
+                in_pool(t, &|| time(&detect))?.into(),
+            );
+            row.insert(
+                format!("classifier_ms_{t}t"),
+                in_pool(t, &|| time(&classify))?.into(),
+            );
+        }
+        if let Ok(tfjs) = &reference {
+            let (ms, threads) = tfjs.run()?;
+            row.insert("tfjs_wasm_ms".into(), ms.into());
+            row.insert("tfjs_wasm_threads".into(), threads.into());
+        }
+        eprintln!(
+            "round {}: {}",
+            round + 1,
+            serde_json::Value::Object(row.clone())
+        );
+        rounds.push(row.into());
+    }
+    let column =
+        |key: &str| -> Vec<f64> { rounds.iter().filter_map(|r| r[key].as_f64()).collect() };
+    let summary = |key: &str| -> serde_json::Value {
+        let v = column(key);
+        serde_json::json!({"median": median(&v), "min": v.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": v.iter().copied().fold(0.0, f64::max)})
+    };
+    let mut out = serde_json::json!({"device": dev, "frame": "640x480", "photo": photo.display().to_string(),
+        "reps_per_round": args.reps, "rounds": rounds.len()});
+    for &t in &thread_counts {
+        for what in ["detector", "classifier"] {
+            let key = format!("{what}_ms_{t}t");
+            out[&key] = summary(&key);
         }
     }
-    let (mean, sd) = mean_sd(&times);
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
-    let threads = rayon::current_num_threads();
-    let dev = format!("{:?}", args.device).to_lowercase();
+    if reference.is_ok() {
+        out["tfjs_wasm_ms"] = summary("tfjs_wasm_ms");
+        out["tfjs_wasm_threads"] = rounds[0]["tfjs_wasm_threads"].clone();
+        // Per-round ratios, so a machine that slows down mid-run slows both sides.
+        for &t in &thread_counts {
+            let ours = column(&format!("detector_ms_{t}t"));
+            let ratios: Vec<f64> = column("tfjs_wasm_ms")
+                .iter()
+                .zip(&ours)
+                .map(|(w, o)| w / o)
+                .collect();
+            out[format!("speedup_vs_tfjs_wasm_{t}t")] = serde_json::json!({"median": median(&ratios),
+                "min": ratios.iter().copied().fold(f64::INFINITY, f64::min), "max": ratios.iter().copied().fold(0.0, f64::max)});
+        }
+    }
     if args.json {
-        let v = serde_json::json!({"device": dev, "threads": threads, "frame": "640x480",
-            "ms_per_frame_mean": mean, "ms_per_frame_sd": sd, "ms_per_frame_median": median,
-            "reps": args.reps});
-        println!("{v}");
-    } else {
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "vision on {dev}, a 640x480 frame of {}: median of {} rounds (min-max), {} frames a round",
+        photo.display(),
+        rounds.len(),
+        args.reps
+    );
+    for &t in &thread_counts {
+        let th = if t == 0 {
+            "device".to_string()
+        } else {
+            format!("{t} thread{}", if t > 1 { "s" } else { "" })
+        };
+        let d = &out[format!("detector_ms_{t}t")];
+        let c = &out[format!("classifier_ms_{t}t")];
+        print!(
+            "  {th}: detector (letterbox, CenterNet, decode, NMS) {:.1} ms ({:.1}-{:.1}); classifier {:.1} ms ({:.1}-{:.1})",
+            f(&d["median"]),
+            f(&d["min"]),
+            f(&d["max"]),
+            f(&c["median"]),
+            f(&c["min"]),
+            f(&c["max"])
+        );
+        let r = &out[format!("speedup_vs_tfjs_wasm_{t}t")];
+        if r.is_object() {
+            print!(
+                "; tfjs-wasm / ours {:.2}x ({:.2}-{:.2})",
+                f(&r["median"]),
+                f(&r["min"]),
+                f(&r["max"])
+            );
+        }
+        println!();
+    }
+    if reference.is_ok() {
+        let w = &out["tfjs_wasm_ms"];
         println!(
-            "vision encoder on {dev}, {threads} threads: {median:.1} ms per 640x480 frame \
-             (median; mean {mean:.1} ± {sd:.1}, {} frames)",
-            args.reps
+            "  tfjs-wasm (XNNPACK, {} thread(s), same model.json, stretch + in-graph decoder): {:.1} ms ({:.1}-{:.1})",
+            out["tfjs_wasm_threads"],
+            f(&w["median"]),
+            f(&w["min"]),
+            f(&w["max"])
         );
     }
     Ok(())
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The frame the vision bench times: the top-left 640x480 of scikit-image's motorcycle photo
+/// (a real scene with several objects), the one `bench.js` crops too.
+fn bench_frame() -> Result<(std::path::PathBuf, Vec<u8>)> {
+    let photo = percept::models::model_dir("skimage-photos").join("motorcycle_left.png");
+    let frame = pipeline::media_file::load_image(&photo)
+        .map_err(|e| anyhow::anyhow!("{e}; run `percept models pull skimage-photos`"))?;
+    anyhow::ensure!(
+        frame.width >= 640 && frame.height >= 480,
+        "{} is smaller than 640x480",
+        photo.display()
+    );
+    let w = frame.width as usize;
+    let mut crop = Vec::with_capacity(640 * 480 * 3);
+    for y in 0..480 {
+        crop.extend_from_slice(&frame.rgb[y * w * 3..(y * w + 640) * 3]);
+    }
+    Ok((photo, crop))
+}
+
+/// `fixtures/reference/centernet/bench.js` under node with `@tensorflow/tfjs-backend-wasm`.
+struct TfjsBench {
+    script: std::path::PathBuf,
+    model: std::path::PathBuf,
+    photo: std::path::PathBuf,
+}
+
+impl TfjsBench {
+    fn find(photo: &std::path::Path) -> Result<Self> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/centernet");
+        anyhow::ensure!(
+            dir.join("node_modules/@tensorflow/tfjs-backend-wasm")
+                .is_dir(),
+            "run `npm ci` in {} first",
+            dir.display()
+        );
+        Ok(TfjsBench {
+            script: dir.join("bench.js"),
+            model: percept::models::require_all("centernet")?.remove(0),
+            photo: photo.to_owned(),
+        })
+    }
+
+    /// Median ms per frame of one `node bench.js` run, and the threads tfjs used.
+    fn run(&self) -> Result<(f64, u64)> {
+        let out = std::process::Command::new("node")
+            .arg(&self.script)
+            .arg(&self.model)
+            .arg(&self.photo)
+            .arg("wasm")
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run node: {e}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "bench.js failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or(""))?;
+        Ok((
+            f(&v["median_ms"]),
+            v["threads_actual"].as_u64().unwrap_or(1),
+        ))
+    }
 }
 
 fn speech(args: SpeechBenchArgs) -> Result<()> {

@@ -1,19 +1,8 @@
-//! `percept describe`: live scenes described by the language model.
-//!
-//! ```text
-//! source (camera | replay | images) --latest--> vision --> gate --> caption --> sink
-//! ```
+//! `percept describe`: the command line and the wiring of its graph (the stages are in
+//! `percept::describe`).
 //!
 //! - The camera edge keeps only the newest frame (`latest`), so captions never lag behind
 //!   the camera however slow the models are; image files and fast replays are lossless.
-//! - The vision stage runs EfficientNet-Lite0: labels of the frame and of its left, centre
-//!   and right, and the pooled features.
-//! - The gate passes a frame when its features moved away from the last described frame's
-//!   (cosine distance above `--change`), or when `--max-interval` passed: a static scene is
-//!   described once, not over and over. It sits after the encoder because its distance is
-//!   between the encoder's features; what it saves is the language model's work.
-//! - The caption stage turns the scene into prefix rows (fusion), and the language model
-//!   answers after a system prompt whose KV cache was computed once.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use encoders::vision::{Scene, VisionEncoder};
 use fusion::prompt::{FramedPrompt, PrefixCache};
-use fusion::vision::{LabelProjector, VisionProjector};
-use llm::{GenerateParams, Llm, SamplingParams};
+use llm::{GenerateParams, SamplingParams};
+use percept::describe::caption::Vocabulary;
+use percept::describe::gate::Gate;
+use percept::describe::graph::{ASK, Captioner, SYSTEM, vision_stage};
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
-use pipeline::{
-    EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult, edge,
-};
-use serde::Serialize;
+use pipeline::{EdgeConfig, Envelope, Frame, Graph, Output, edge};
 
 use crate::ModelArgs;
 
@@ -57,6 +44,9 @@ pub struct DescribeArgs {
     /// Describe an unchanged scene again after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub max_interval: f64,
+    /// Lowest detector score an object is reported at.
+    #[arg(long, default_value_t = encoders::vision::DetectorConfig::default().min_score)]
+    pub min_score: f32,
     /// Longest caption, in tokens.
     #[arg(long, default_value_t = 40)]
     pub max_tokens: usize,
@@ -65,27 +55,6 @@ pub struct DescribeArgs {
     pub json: bool,
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-const SYSTEM: &str = "You are a camera that says in one short sentence what it sees.";
-const ASK: &str = "\nDescribe what the camera sees in one short sentence.";
-
-/// One caption, as printed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Caption {
-    pub seq: u64,
-    /// Capture time, seconds since the start of the run.
-    pub t_s: f64,
-    pub caption: String,
-    /// What the vision encoder saw, best first.
-    pub labels: Vec<String>,
-    pub capture_to_first_token_ms: f64,
-    pub capture_to_caption_ms: f64,
-}
-
-/// A frame with what the vision encoder made of it.
-struct Seen {
-    scene: Scene,
 }
 
 /// What `percept describe` shows when given no source: real photos recorded as a camera
@@ -104,6 +73,10 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     }
     let llm = Arc::new(crate::llm_cmd::load(&args.model)?);
     let vision = Arc::new(percept::vision::load(&llm.device)?);
+    let mut detector = percept::vision::load_detector(&llm.device)?;
+    detector.config.min_score = args.min_score;
+    let detector = Arc::new(detector);
+    let vocabulary = Arc::new(Vocabulary::new(vision.labels()));
     let prompt = FramedPrompt::chat(&llm, SYSTEM, "", ASK)?;
     let cache = Arc::new(PrefixCache::new(&llm, &prompt)?);
 
@@ -122,7 +95,7 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     let (seen_tx, seen_rx, _) = edge(EdgeConfig::block(2));
     let v = vision.clone();
     graph.spawn("vision", move |ctx| {
-        vision_stage(&ctx, &v, frames_rx, &seen_tx)
+        vision_stage(&ctx, &v, Some(&detector), frames_rx, &seen_tx)
     })?;
     let (gated_tx, gated_rx, _) = edge(EdgeConfig::block(1));
     let gate = Gate {
@@ -138,7 +111,14 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     };
     let l = llm.clone();
     graph.spawn("caption", move |ctx| {
-        caption_stage(&ctx, &l, &cache, &params, started, gated_rx, &captions_tx)
+        let captioner = Captioner {
+            llm: &l,
+            cache: &cache,
+            params: &params,
+            vocabulary: &vocabulary,
+            started,
+        };
+        captioner.run(&ctx, gated_rx, &captions_tx)
     })?;
     let json = args.json;
     graph.spawn("sink", move |ctx| {
@@ -148,13 +128,23 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
             let line = if json {
                 serde_json::to_string(&c.payload)?
             } else {
+                let c = &c.payload;
+                let objects: Vec<String> = c
+                    .objects
+                    .iter()
+                    .map(|o| format!("{} {:.2}", o.label, o.score))
+                    .collect();
                 format!(
-                    "[{:7.2} s] {} ({}; first token {:.0} ms, caption {:.0} ms after capture)",
-                    c.payload.t_s,
-                    c.payload.caption,
-                    c.payload.labels.join(", "),
-                    c.payload.capture_to_first_token_ms,
-                    c.payload.capture_to_caption_ms
+                    "[{:7.2} s] {} (objects: {}; looks like: {}; caption {:.0} ms after capture)",
+                    c.t_s,
+                    c.caption,
+                    if objects.is_empty() {
+                        "none".into()
+                    } else {
+                        objects.join(", ")
+                    },
+                    c.labels.join(", "),
+                    c.capture_to_caption_ms
                 )
             };
             writeln!(out, "{line}")?;
@@ -227,129 +217,4 @@ pub(crate) fn spawn_camera(
 #[cfg(not(feature = "camera"))]
 pub(crate) fn spawn_camera(_: &mut Graph, _: u32, _: Output<Envelope<Frame>>) -> Result<()> {
     bail!("this build has no camera support (cargo feature 'camera')")
-}
-
-fn vision_stage(
-    ctx: &StageContext,
-    vision: &VisionEncoder,
-    input: Input<Envelope<Frame>>,
-    output: &Output<Envelope<Seen>>,
-) -> StageResult {
-    for frame in input {
-        ctx.item_in();
-        match ctx.busy(|| percept::vision::encode_frame(vision, None, &frame.payload)) {
-            Ok(scene) => {
-                let captured = frame.captured;
-                output.send(frame.map(|_| Seen { scene }))?;
-                ctx.item_out_since(captured);
-            }
-            // A frame the encoder cannot take is dropped, the stream goes on.
-            Err(e) => eprintln!("warning: frame {} not encoded: {e}", frame.seq),
-        }
-    }
-    Ok(())
-}
-
-/// Passes a scene when it changed or when it was last described long ago.
-struct Gate {
-    change: f32,
-    max_interval: Duration,
-}
-
-impl Gate {
-    fn run(
-        &self,
-        ctx: &StageContext,
-        input: Input<Envelope<Seen>>,
-        output: &Output<Envelope<Seen>>,
-    ) -> StageResult {
-        let mut last: Option<(Vec<f32>, Instant)> = None;
-        for seen in input {
-            ctx.item_in();
-            let feature = &seen.payload.scene.whole.feature;
-            let pass = match &last {
-                None => true,
-                Some((f, at)) => {
-                    cosine_distance(f, feature) > self.change
-                        || seen.captured.saturating_duration_since(*at) >= self.max_interval
-                }
-            };
-            if pass {
-                last = Some((feature.clone(), seen.captured));
-                let captured = seen.captured;
-                output.send(seen)?;
-                ctx.item_out_since(captured);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `1 - a.b / (|a| |b|)`: 0 for the same direction, 1 for orthogonal features.
-pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        return if na == nb { 0.0 } else { 1.0 };
-    }
-    1.0 - dot / (na * nb)
-}
-
-fn caption_stage(
-    ctx: &StageContext,
-    llm: &Llm,
-    cache: &PrefixCache,
-    params: &GenerateParams,
-    started: Instant,
-    input: Input<Envelope<Seen>>,
-    output: &Output<Envelope<Caption>>,
-) -> StageResult {
-    let projector = LabelProjector;
-    for seen in input {
-        ctx.item_in();
-        let captured = seen.captured;
-        let scene = &seen.payload.scene;
-        let caption = ctx.busy(
-            || -> Result<Caption, Box<dyn std::error::Error + Send + Sync>> {
-                let rows = projector.project(scene, llm)?;
-                let (mut session, prompt) = cache.start(rows);
-                let mut first_token = None;
-                let generation = llm.generate(&mut session, &prompt, params, |_| {
-                    first_token.get_or_insert_with(|| captured.elapsed());
-                })?;
-                let done = captured.elapsed();
-                Ok(Caption {
-                    seq: seen.seq,
-                    t_s: captured.saturating_duration_since(started).as_secs_f64(),
-                    caption: generation.text.trim().to_owned(),
-                    labels: scene
-                        .whole
-                        .labels
-                        .iter()
-                        .take(3)
-                        .map(|l| l.name.clone())
-                        .collect(),
-                    capture_to_first_token_ms: first_token.unwrap_or(done).as_secs_f64() * 1e3,
-                    capture_to_caption_ms: done.as_secs_f64() * 1e3,
-                })
-            },
-        )?;
-        output.send(Envelope::new(seen.seq, captured, caption))?;
-        ctx.item_out_since(captured);
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cosine_distance;
-
-    #[test]
-    fn cosine_distance_of_same_opposite_and_orthogonal() {
-        assert!(cosine_distance(&[1.0, 2.0], &[2.0, 4.0]).abs() < 1e-6);
-        assert!((cosine_distance(&[1.0, 0.0], &[0.0, 3.0]) - 1.0).abs() < 1e-6);
-        assert!((cosine_distance(&[1.0, 0.0], &[-1.0, 0.0]) - 2.0).abs() < 1e-6);
-        assert_eq!(cosine_distance(&[0.0], &[0.0]), 0.0);
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use encoders::vision::{Label, Scene};
+use encoders::vision::{Detection, Label, Region, Scene};
 use llm::{Llm, Segment};
 
 use crate::FusionError;
@@ -14,51 +14,132 @@ pub trait VisionProjector: Send + Sync {
 
 /// Labels below this probability are not mentioned: they are guesses, and a small model
 /// repeats whatever it is told.
-const MENTION: f32 = 0.08;
+pub const MENTION: f32 = 0.08;
 
-/// The default projector: the scene's top labels (whole frame, then left, centre and right)
-/// written as a short text and embedded by the model's own token embedding table, so a
-/// frozen text-only model reads them as it reads words.
+/// The default projector: what the encoders saw written as a short text (the detector's
+/// objects with counts and places, then the classifier's whole-frame labels where they add
+/// something) and embedded by the model's own token embedding table, so a frozen text-only
+/// model reads them as it reads words.
 #[derive(Debug, Clone, Default)]
 pub struct LabelProjector;
 
 impl LabelProjector {
-    /// The text the rows stand for, e.g. "Objects in view: tiger cat (39%), Egyptian cat
-    /// (36%). Left: tiger cat. Centre: tabby. Right: tiger cat."
+    /// The text the rows stand for, e.g. "In view: two people on the left and a horse in
+    /// the centre. It looks like: seashore (41%), sandbar (12%)." With nothing detected,
+    /// only what it looks like; with nothing above the mention threshold either: "Nothing
+    /// clear in view."
     pub fn describe(scene: &Scene) -> String {
-        let named = |labels: &[Label], with_prob: bool| -> Vec<String> {
-            let mut out: Vec<String> = labels
-                .iter()
-                .filter(|l| l.prob >= MENTION)
-                .take(3)
-                .map(|l| {
-                    if with_prob {
-                        format!("{} ({:.0}%)", l.name, l.prob * 100.0)
-                    } else {
-                        l.name.clone()
-                    }
-                })
-                .collect();
-            if out.is_empty() {
-                out.push(
-                    labels
-                        .first()
-                        .map_or("nothing clear".into(), |l| l.name.clone()),
-                );
-            }
-            out
-        };
-        let mut text = format!(
-            "Objects in view: {}.",
-            named(&scene.whole.labels, true).join(", ")
-        );
-        for (region, view) in &scene.regions {
-            let mut name = region.name().to_owned();
-            name[..1].make_ascii_uppercase();
-            text.push_str(&format!(" {name}: {}.", named(&view.labels, false)[0]));
+        let looks = looks_like(scene);
+        let objects = objects_phrase(&scene.objects);
+        if objects.is_empty() && looks.is_empty() {
+            return "Nothing clear in view.".into();
         }
-        text
+        let mut parts = Vec::new();
+        if !objects.is_empty() {
+            parts.push(format!("In view: {objects}."));
+        }
+        if !looks.is_empty() {
+            let named: Vec<String> = looks
+                .iter()
+                .map(|l| format!("{} ({:.0}%)", l.name, l.prob * 100.0))
+                .collect();
+            parts.push(format!("It looks like: {}.", named.join(", ")));
+        }
+        parts.join(" ")
     }
+}
+
+/// The classifier's whole-frame labels worth mentioning: at most three above [`MENTION`],
+/// leaving out a label that only repeats a detected object's name.
+pub fn looks_like(scene: &Scene) -> Vec<&Label> {
+    scene
+        .whole
+        .labels
+        .iter()
+        .filter(|l| l.prob >= MENTION)
+        .filter(|l| !scene.objects.iter().any(|o| o.label == l.name))
+        .take(3)
+        .collect()
+}
+
+/// The detected objects as words, counted and placed: "two people on the left and a horse
+/// in the centre" (a place only when all of one kind are in the same third). Kinds in the
+/// order of their best score.
+pub fn objects_phrase(objects: &[Detection]) -> String {
+    let mut kinds: Vec<(&str, usize, Option<Region>)> = Vec::new();
+    for o in objects {
+        match kinds.iter_mut().find(|k| k.0 == o.label) {
+            Some(k) => {
+                k.1 += 1;
+                if k.2 != Some(o.region) {
+                    k.2 = None;
+                }
+            }
+            None => kinds.push((o.label, 1, Some(o.region))),
+        }
+    }
+    let parts: Vec<String> = kinds
+        .into_iter()
+        .map(|(label, n, region)| {
+            let mut part = counted(label, n);
+            if let Some(r) = region {
+                part.push_str(match r {
+                    Region::Left => " on the left",
+                    Region::Centre => " in the centre",
+                    Region::Right => " on the right",
+                });
+            }
+            part
+        })
+        .collect();
+    match parts.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// "a cat", "an umbrella", "two people", "12 cups".
+pub fn counted(noun: &str, n: usize) -> String {
+    const WORDS: [&str; 9] = [
+        "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
+    match n {
+        1 => format!("{} {noun}", article(noun)),
+        2..=10 => format!("{} {}", WORDS[n - 2], plural(noun)),
+        _ => format!("{n} {}", plural(noun)),
+    }
+}
+
+/// "a" or "an" before `word` (by its first letter, which is right for every COCO and
+/// ImageNet name but the rare "hour"-like exception).
+pub fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// The plural of a (last) noun: the irregular ones of the COCO names, else English's
+/// regular rules.
+pub fn plural(noun: &str) -> String {
+    let (head, last) = match noun.rsplit_once(' ') {
+        Some((h, l)) => (format!("{h} "), l),
+        None => (String::new(), noun),
+    };
+    let last = match last {
+        "person" => "people".to_owned(),
+        "mouse" => "mice".to_owned(),
+        "knife" => "knives".to_owned(),
+        "sheep" | "skis" | "scissors" | "broccoli" => last.to_owned(),
+        w if w.ends_with(['s', 'x']) || w.ends_with("sh") || w.ends_with("ch") => format!("{w}es"),
+        w if w.ends_with('y') && !w.ends_with(['a', 'e', 'o', 'u']) && w.len() > 1 => {
+            format!("{}ies", &w[..w.len() - 1])
+        }
+        w => format!("{w}s"),
+    };
+    format!("{head}{last}")
 }
 
 impl VisionProjector for LabelProjector {
@@ -233,13 +314,58 @@ mod tests {
         }
     }
 
+    fn object(label: &'static str, region: Region) -> Detection {
+        let class = encoders::vision::detect::COCO
+            .iter()
+            .position(|c| *c == label)
+            .unwrap();
+        Detection {
+            class,
+            label,
+            score: 0.5,
+            bbox: encoders::vision::BoundingBox {
+                x1: 0.0,
+                y1: 0.0,
+                x2: 1.0,
+                y2: 1.0,
+            },
+            region,
+        }
+    }
+
     #[test]
-    fn labels_are_written_as_a_short_text() {
+    fn the_scene_is_written_with_counts_places_and_what_it_looks_like() {
+        let mut s = scene();
         assert_eq!(
-            LabelProjector::describe(&scene()),
-            "Objects in view: tiger cat (39%), tabby (20%). Left: tabby. Centre: tiger cat. \
-             Right: lynx."
+            LabelProjector::describe(&s),
+            "It looks like: tiger cat (39%), tabby (20%)."
         );
+        s.objects = vec![
+            object("person", Region::Left),
+            object("horse", Region::Centre),
+            object("person", Region::Left),
+            object("umbrella", Region::Left),
+            object("umbrella", Region::Right),
+        ];
+        assert_eq!(
+            LabelProjector::describe(&s),
+            "In view: two people on the left, a horse in the centre and two umbrellas. It looks \
+             like: tiger cat (39%), tabby (20%)."
+        );
+        s.whole.labels.iter_mut().for_each(|l| l.prob = 0.01);
+        s.objects.clear();
+        assert_eq!(LabelProjector::describe(&s), "Nothing clear in view.");
+        for (noun, n, want) in [
+            ("cup", 3, "three cups"),
+            ("bus", 2, "two buses"),
+            ("wine glass", 2, "two wine glasses"),
+            ("sheep", 12, "12 sheep"),
+            ("apple", 1, "an apple"),
+            ("teddy bear", 1, "a teddy bear"),
+            ("butterfly", 2, "two butterflies"),
+        ] {
+            assert_eq!(counted(noun, n), want);
+        }
     }
 
     /// A 2x3 matrix written to safetensors in f16 and read back: y = W x + b per view.
