@@ -40,6 +40,9 @@ pub enum TfjsError {
     Tensor { path: String, source: WeightError },
 }
 
+/// Gives a shard's bytes by name, told how many bytes were read before it.
+type ReadShard<'a> = dyn FnMut(&str, u64) -> Result<Vec<u8>, TfjsError> + 'a;
+
 /// How a weight's values are stored in the shard.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Storage {
@@ -187,11 +190,7 @@ impl TfjsModel {
         Self::parse_with(path, json, &mut read)
     }
 
-    fn parse_with(
-        path: &str,
-        json: &[u8],
-        read_shard: &mut dyn FnMut(&str, u64) -> Result<Vec<u8>, TfjsError>,
-    ) -> Result<Self, TfjsError> {
+    fn parse_with(path: &str, json: &[u8], read_shard: &mut ReadShard) -> Result<Self, TfjsError> {
         let model: ModelJson =
             serde_json::from_slice(json).map_err(|e| format_error(path, e.to_string()))?;
         let mut data = Vec::new();

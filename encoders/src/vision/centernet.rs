@@ -38,10 +38,8 @@ pub const CELLS: usize = INPUT / STRIDE;
 /// Scale of the distance head's output (`tower_0/mul/y`).
 const DISTANCE_SCALE: f32 = 16.0;
 
-/// One inverted residual block: input channels, expansion channels (`None`: no expansion),
-/// depthwise kernel, stride, squeeze-excite channels, output channels, hard-swish (else
-/// ReLU).
-pub const BLOCKS: [(
+/// A row of [`BLOCKS`].
+pub type BlockRow = (
     usize,
     Option<usize>,
     usize,
@@ -49,7 +47,12 @@ pub const BLOCKS: [(
     Option<usize>,
     usize,
     bool,
-); 15] = [
+);
+
+/// One inverted residual block: input channels, expansion channels (`None`: no expansion),
+/// depthwise kernel, stride, squeeze-excite channels, output channels, hard-swish (else
+/// ReLU).
+pub const BLOCKS: [BlockRow; 15] = [
     (16, None, 3, 1, None, 16, false),
     (16, Some(64), 3, 2, None, 24, false),
     (24, Some(72), 3, 1, None, 24, false),
@@ -100,17 +103,7 @@ pub struct InvertedResidual {
 }
 
 impl InvertedResidualConfig {
-    pub fn from_row(
-        row: (
-            usize,
-            Option<usize>,
-            usize,
-            usize,
-            Option<usize>,
-            usize,
-            bool,
-        ),
-    ) -> Self {
+    pub fn from_row(row: BlockRow) -> Self {
         let (input, expand, kernel, stride, squeeze, output, hard_swish) = row;
         InvertedResidualConfig {
             input,
