@@ -246,3 +246,41 @@ fn wgpu_device_matches_the_cpu() {
     };
     assert_eq!(top(gpu.raw(&input, 0.1)), top(detector().raw(&input, 0.1)));
 }
+
+/// The real model.json with a shard cut short, or with a weight's shape changed, is refused
+/// with the file and the weight named.
+#[test]
+fn a_damaged_model_is_refused_by_name() {
+    use encoders::tfjs::TfjsModel;
+    let files = models::require_all("centernet").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = std::fs::read_to_string(&files[0]).unwrap();
+    let bin = std::fs::read(&files[1]).unwrap();
+    let model = dir.path().join("centernet.json");
+    std::fs::write(&model, &json).unwrap();
+    std::fs::write(dir.path().join("centernet.bin"), &bin[..bin.len() - 100]).unwrap();
+    let err = TfjsModel::open(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("centernet.json") && err.contains("but the group's shards hold"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("centernet.bin"), &bin).unwrap();
+    let stem = "\"name\":\"tower_0/MobilenetV3/Conv/Conv2D_weights\",\"shape\":[3,3,3,16]";
+    assert!(
+        json.replace(' ', "").contains(stem),
+        "the manifest's layout changed"
+    );
+    let json = json
+        .replace(' ', "")
+        .replace(stem, &stem.replace("[3,3,3,16]", "[3,3,16,3]"));
+    std::fs::write(&model, json).unwrap();
+    let err = match encoders::vision::Detector::load(&model, &Device::flex()) {
+        Ok(_) => panic!("a misshapen stem was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("tower_0/MobilenetV3/Conv/Conv2D_weights") && err.contains("[3, 3, 16, 3]"),
+        "{err}"
+    );
+}

@@ -198,7 +198,11 @@ impl TfjsModel {
         for group in &model.manifest {
             let start = data.len();
             for name in &group.paths {
-                data.extend(read_shard(name, data.len() as u64)?);
+                let shard = read_shard(name, data.len() as u64)?;
+                if (data.len() + shard.len()) as u64 > MAX_WEIGHTS {
+                    return Err(format_error(path, "weight shards larger than 2 GiB".into()));
+                }
+                data.extend(shard);
             }
             let mut at = start;
             for entry in &group.weights {

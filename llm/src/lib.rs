@@ -13,6 +13,7 @@ pub mod grammar;
 pub mod linear;
 #[cfg(feature = "model")]
 pub mod llama;
+#[cfg(feature = "model")]
 pub mod pool;
 pub mod quant;
 #[cfg(feature = "model")]
