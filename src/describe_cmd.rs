@@ -129,19 +129,15 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
                 serde_json::to_string(&c.payload)?
             } else {
                 let c = &c.payload;
-                let objects: Vec<String> = c
-                    .objects
-                    .iter()
-                    .map(|o| format!("{} {:.2}", o.label, o.score))
-                    .collect();
+                let objects = fusion::vision::objects_phrase(&c.objects);
                 format!(
-                    "[{:7.2} s] {} (objects: {}; looks like: {}; caption {:.0} ms after capture)",
+                    "[{:7.2} s] {} (seen: {}; looks like: {}; caption {:.0} ms after capture)",
                     c.t_s,
                     c.caption,
                     if objects.is_empty() {
-                        "none".into()
+                        "no object"
                     } else {
-                        objects.join(", ")
+                        &objects
                     },
                     c.labels.join(", "),
                     c.capture_to_caption_ms
