@@ -439,3 +439,17 @@ fn bench_pipeline_reports_both_channel_kinds_for_both_payloads() {
         assert!(r["hop_p50_us"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+/// Issue 15: one 100 KB word kept `percept chat` busy for minutes (quadratic byte-pair
+/// merges) before the context check; now it is refused at once, for the right reason.
+#[test]
+fn chat_refuses_a_100_kb_word_as_too_long() {
+    let word = "x".repeat(100_000);
+    let out = percept(&["chat", &word]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("context holds") && err.contains("shorten the prompt"),
+        "{err}"
+    );
+}

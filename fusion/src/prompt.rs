@@ -24,14 +24,19 @@ impl FramedPrompt {
             Message::new(Role::System, system),
             Message::new(Role::User, format!("{before}{SLOT}{after}")),
         ])?;
-        let (head, tail) = text
-            .split_once(SLOT)
-            .expect("the template keeps the user's text");
+        let (head, tail) = split_at_slot(&text)?;
         Ok(FramedPrompt {
             head: lm.tokenizer.encode(head, true)?,
             tail: lm.tokenizer.encode(tail, true)?,
         })
     }
+}
+
+/// A rendered prompt cut where the slot marker is; an error when the template changed the
+/// user's text so that the marker is gone (upper-cased, escaped, dropped).
+fn split_at_slot(text: &str) -> Result<(&str, &str), llm::chat::ChatError> {
+    text.split_once(SLOT)
+        .ok_or(llm::chat::ChatError::ChangesUserText)
 }
 
 /// The KV cache after a prompt's head, reused by every item.
@@ -73,5 +78,28 @@ impl PrefixCache {
             self.session.clone(),
             vec![item, Segment::Tokens(tail.to_vec())],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm::ChatTemplate;
+
+    /// Issue 15: a template that changes the user's text hit an `expect` here.
+    #[test]
+    fn a_template_that_changes_the_users_text_is_an_error() {
+        let upper = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content | lower }}{% endfor %}".into(),
+            "".into(),
+            "".into(),
+        )
+        .unwrap();
+        let text = upper
+            .render(&[Message::new(Role::User, format!("a{SLOT}b"))], true)
+            .unwrap();
+        let err = split_at_slot(&text).unwrap_err().to_string();
+        assert!(err.contains("does not keep the user's text"), "{err}");
+        assert_eq!(split_at_slot(&format!("a{SLOT}b")).unwrap(), ("a", "b"));
     }
 }

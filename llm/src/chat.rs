@@ -11,7 +11,15 @@ pub enum ChatError {
     Gguf(#[from] GgufError),
     #[error("chat template: {0:#}")]
     Template(#[from] Error),
+    #[error(
+        "the chat template does not keep the user's text as it is, so the prompt cannot be framed around it"
+    )]
+    ChangesUserText,
 }
+
+/// Instructions a chat template may run per rendering: a real one takes a few thousand; a
+/// crafted one with nested loops would otherwise run for ever.
+pub const FUEL: u64 = 1_000_000;
 
 /// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +83,7 @@ impl ChatTemplate {
 
     pub fn new(source: String, bos: String, eos: String) -> Result<Self, ChatError> {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
         // Hugging Face templates call raise_exception() on unsupported conversations.
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -116,6 +125,20 @@ mod tests {
         .unwrap();
         let out = t.render(&[Message::new(Role::User, "hi")], true).unwrap();
         assert_eq!(out, "<user>hi</s><assistant>");
+    }
+
+    /// Issue 15: minijinja ran templates without fuel, so nested loops hung the process.
+    #[test]
+    fn a_template_that_loops_for_ever_runs_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}"
+                .into(),
+            "".into(),
+            "".into(),
+        )
+        .unwrap();
+        let err = t.render(&[], false).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 
     #[test]

@@ -108,6 +108,56 @@ pub struct TextEntry {
     pub text: String,
 }
 
+/// The latest time an index may give an item: 30 days. A recorded pace waits until then,
+/// and `Duration` cannot hold much more than 10^10 years (1e300 ms panicked).
+pub const MAX_T_MS: f64 = 30.0 * 24.0 * 3600.0 * 1e3;
+
+/// `t_ms` of an index line, if it is a time a replay can wait for.
+fn check_time(t_ms: f64) -> Result<(), String> {
+    if t_ms.is_finite() && (0.0..=MAX_T_MS).contains(&t_ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "t_ms {t_ms:?} is not between 0 and {MAX_T_MS} (30 days)"
+        ))
+    }
+}
+
+/// A file named by a fixture: a relative path inside its folder, never `..`, an absolute
+/// path or a device ("/etc/passwd", "/dev/zero" are refused).
+fn check_inside(file: &str) -> Result<(), String> {
+    let path = Path::new(file);
+    let plain = !file.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "file '{file}' is not a path inside the fixture folder"
+        ))
+    }
+}
+
+/// What an index line must hold beyond its JSON shape.
+trait IndexLine {
+    fn check(&self) -> Result<(), String>;
+}
+
+impl IndexLine for FrameEntry {
+    fn check(&self) -> Result<(), String> {
+        check_time(self.t_ms)?;
+        check_inside(&self.file)
+    }
+}
+
+impl IndexLine for TextEntry {
+    fn check(&self) -> Result<(), String> {
+        check_time(self.t_ms)
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FixtureError + '_ {
     move |source| FixtureError::Io {
         path: path.to_owned(),
@@ -367,6 +417,16 @@ impl Fixture {
                 ),
             ));
         }
+        for stream in &manifest.streams {
+            let checked = match stream {
+                Stream::Frames { index, .. } | Stream::Text { index, .. } => check_inside(index),
+                Stream::Audio { file, start_ms, .. } => {
+                    check_inside(file).and_then(|()| check_time(*start_ms))
+                }
+            };
+            checked
+                .map_err(|reason| invalid(None, format!("stream '{}': {reason}", stream.name())))?;
+        }
         Ok(Fixture {
             dir: dir.to_owned(),
             manifest,
@@ -393,7 +453,7 @@ impl Fixture {
         })
     }
 
-    fn index_lines<T: for<'de> Deserialize<'de>>(
+    fn index_lines<T: for<'de> Deserialize<'de> + IndexLine>(
         &self,
         index: &str,
     ) -> Result<Vec<T>, FixtureError> {
@@ -405,11 +465,13 @@ impl Fixture {
             if line.trim().is_empty() {
                 continue;
             }
-            let entry = serde_json::from_str(&line).map_err(|e| FixtureError::Invalid {
+            let invalid = |reason: String| FixtureError::Invalid {
                 path: path.clone(),
                 line: Some(i + 1),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let entry: T = serde_json::from_str(&line).map_err(|e| invalid(e.to_string()))?;
+            entry.check().map_err(invalid)?;
             entries.push(entry);
         }
         Ok(entries)

@@ -63,6 +63,30 @@ pub fn load_image(path: &Path) -> Result<Frame, MediaError> {
     })
 }
 
+/// Sample rates an audio file may declare: telephone 8 kHz to studio 384 kHz. A header's
+/// rate sizes the resampler's buffers (4294967291 Hz aborted the process).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=384_000;
+
+/// `f()`, with a panic inside the decoding library (symphonia's id3v2 reader has an
+/// `unreachable!()` a crafted tag reaches) turned into an error about the file.
+fn contained<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err("the audio decoder failed on this file (a malformed header or tag)".into())
+    })
+}
+
+fn check_rate(rate: u32) -> Result<(), String> {
+    if SAMPLE_RATES.contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "sample rate {rate} Hz is outside {}..{} Hz",
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        ))
+    }
+}
+
 /// An audio file, decoded packet by packet into 16 kHz mono samples.
 pub struct AudioFile {
     path: PathBuf,
@@ -91,24 +115,31 @@ impl AudioFile {
             hint.with_extension(ext);
         }
         let stream = MediaSourceStream::new(Box::new(file), Default::default());
-        let probed = symphonia::default::get_probe()
-            .format(
-                &hint,
-                stream,
-                &FormatOptions::default(),
-                &MetadataOptions::default(),
-            )
-            .map_err(|e| bad(e.to_string()))?;
-        let format = probed.format;
-        let track = format
-            .tracks()
-            .iter()
-            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-            .ok_or_else(|| bad("no audio track".into()))?;
-        let decoder = symphonia::default::get_codecs()
-            .make(&track.codec_params, &DecoderOptions::default())
-            .map_err(|e| bad(e.to_string()))?;
-        let track = track.id;
+        let (format, decoder, track) = contained(|| {
+            let probed = symphonia::default::get_probe()
+                .format(
+                    &hint,
+                    stream,
+                    &FormatOptions::default(),
+                    &MetadataOptions::default(),
+                )
+                .map_err(|e| e.to_string())?;
+            let format = probed.format;
+            let track = format
+                .tracks()
+                .iter()
+                .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+                .ok_or("no audio track")?;
+            if let Some(rate) = track.codec_params.sample_rate {
+                check_rate(rate)?;
+            }
+            let decoder = symphonia::default::get_codecs()
+                .make(&track.codec_params, &DecoderOptions::default())
+                .map_err(|e| e.to_string())?;
+            let track = track.id;
+            Ok((format, decoder, track))
+        })
+        .map_err(bad)?;
         Ok(AudioFile {
             path: path.to_owned(),
             format,
@@ -147,7 +178,8 @@ impl AudioFile {
     /// file of which no packet decodes is an error.
     pub fn next_native(&mut self) -> Result<Option<AudioChunk>, MediaError> {
         while !self.finished {
-            let packet = match self.format.next_packet() {
+            let next = contained(|| Ok(self.format.next_packet()));
+            let packet = match next.map_err(|e| self.error(e))? {
                 Ok(p) => p,
                 // The end of the file, or a truncated one: what was read is what there is.
                 Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => {
@@ -159,23 +191,31 @@ impl AudioFile {
             if packet.track_id() != self.track {
                 continue;
             }
-            let decoded = match self.decoder.decode(&packet) {
-                Ok(d) => d,
-                Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
-                    self.skipped_packets += 1;
-                    continue;
+            let decoder = &mut self.decoder;
+            let decoded = contained(|| {
+                let decoded = match decoder.decode(&packet) {
+                    Ok(d) => d,
+                    Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                };
+                let spec = *decoded.spec();
+                if decoded.frames() == 0 {
+                    return Ok(Some(None));
                 }
-                Err(e) => return Err(self.error(e.to_string())),
-            };
-            let spec = *decoded.spec();
-            if decoded.frames() == 0 || spec.rate == 0 {
-                continue;
+                check_rate(spec.rate)?;
+                let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
+                buf.copy_interleaved_ref(decoded);
+                let mono = to_mono(buf.samples(), spec.channels.count());
+                Ok(Some(Some(AudioChunk::new(spec.rate, mono))))
+            });
+            match decoded.map_err(|e| self.error(e))? {
+                None => self.skipped_packets += 1,
+                Some(None) => {}
+                Some(Some(chunk)) => {
+                    self.decoded_any = true;
+                    return Ok(Some(chunk));
+                }
             }
-            let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-            buf.copy_interleaved_ref(decoded);
-            self.decoded_any = true;
-            let mono = to_mono(buf.samples(), spec.channels.count());
-            return Ok(Some(AudioChunk::new(spec.rate, mono)));
         }
         if self.skipped_packets > 0 && !self.decoded_any {
             return Err(self.error(format!(

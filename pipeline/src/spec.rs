@@ -91,6 +91,10 @@ struct RawEdge {
     policy: Policy,
 }
 
+/// The deepest edge a graph file may ask for (crossbeam allocates a bounded channel's
+/// slots when it is made: 10^12 of them aborts the process, usize::MAX panics).
+pub const MAX_CAPACITY: usize = 65_536;
+
 fn default_capacity() -> usize {
     8
 }
@@ -160,6 +164,16 @@ pub fn parse(text: &str, kinds: &BTreeMap<&str, KindInfo>) -> Result<GraphSpec, 
         let e = spanned.get_ref();
         if e.capacity == 0 {
             return Err(err(at, "edge capacity must be at least 1".into()));
+        }
+        if e.capacity > MAX_CAPACITY {
+            return Err(err(
+                at,
+                format!(
+                    "edge capacity {} is more than {MAX_CAPACITY}: an edge allocates its \
+                     queue up front, and a deeper one only adds latency",
+                    e.capacity
+                ),
+            ));
         }
         let port = |end: &str, outputs: bool| -> Result<((String, String), PortType), SpecError> {
             let (stage, port) = end.split_once('.').ok_or_else(|| {

@@ -169,6 +169,11 @@ fn other_mistakes_are_named() {
     assert!(e.reason.contains("newest"), "{e}");
     let e = refuse(&GOOD.replace("capacity = 2", "capacity = 0"));
     assert!(e.reason.contains("capacity must be at least 1"), "{e}");
+    // Issue 15: these panicked ("capacity is too large") and aborted on allocation.
+    for huge in ["9223372036854775807", "1000000000000", "65537"] {
+        let e = refuse(&GOOD.replace("capacity = 2", &format!("capacity = {huge}")));
+        assert!(e.reason.contains("is more than 65536"), "{huge}: {e}");
+    }
     let e = refuse(&GOOD.replace("name = \"up\"", "name = \"lines\""));
     assert!(e.reason.contains("two stages are named 'lines'"), "{e}");
     let e = refuse(&format!(

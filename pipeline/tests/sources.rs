@@ -380,6 +380,72 @@ fn bad_fixtures_are_refused_with_the_reason() {
         err.contains("cam.jsonl line 1") && err.contains("missing field"),
         "{err}"
     );
+    // Issue 15: a time past any clock panicked the replay; files outside the fixture (or
+    // devices) were read.
+    let line = |t_ms: &str, file: &str| {
+        format!(
+            "{{\"seq\": 0, \"t_ms\": {t_ms}, \"width\": 2, \"height\": 2, \"fourcc\": \"MJPG\", \"file\": \"{file}\"}}\n"
+        )
+    };
+    for (t_ms, file, want) in [
+        ("1e300", "cam/0.mjpg", "t_ms 1e300 is not between 0"),
+        ("-5", "cam/0.mjpg", "is not between 0"),
+        ("0", "/etc/passwd", "'/etc/passwd' is not a path inside"),
+        ("0", "/dev/zero", "is not a path inside"),
+        ("0", "../../secret", "is not a path inside"),
+        ("0", "", "is not a path inside"),
+    ] {
+        std::fs::write(dir.path().join("cam.jsonl"), line(t_ms, file)).unwrap();
+        let err = Fixture::open(dir.path())
+            .unwrap()
+            .frames("cam")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cam.jsonl line 1") && err.contains(want),
+            "{t_ms} {file}: {err}"
+        );
+    }
+    std::fs::write(dir.path().join("cam.jsonl"), line("40.5", "cam/0.mjpg")).unwrap();
+    assert_eq!(
+        Fixture::open(dir.path()).unwrap().frames("cam").unwrap()[0].t_ms,
+        40.5
+    );
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        r#"{"format": "percept-fixture", "version": 1, "streams": [{"kind": "frames", "name": "cam", "index": "/etc/passwd"}]}"#,
+    )
+    .unwrap();
+    let err = Fixture::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("stream 'cam'") && err.contains("not a path inside"),
+        "{err}"
+    );
     // Recording into a directory that holds a fixture would overwrite it: refused.
     assert!(FixtureWriter::create(dir.path()).is_err());
+}
+
+/// Issue 15: crafted audio headers panicked inside symphonia (exit 101) or aborted the
+/// process sizing the resampler (exit 134); both are errors naming the file now.
+#[test]
+fn crafted_audio_files_are_errors_not_crashes() {
+    let bad = fixtures().join("bad");
+    for (name, want) in [
+        (
+            "id3v24-restrictions.mp3",
+            "audio decoder failed on this file",
+        ),
+        (
+            "rate-4294967291.wav",
+            "sample rate 4294967291 Hz is outside 8000..384000 Hz",
+        ),
+    ] {
+        let path = bad.join(name);
+        let err = match pipeline::media_file::AudioFile::open(&path) {
+            Ok(f) => f.read_all().unwrap_err(),
+            Err(e) => e,
+        }
+        .to_string();
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+    }
 }
