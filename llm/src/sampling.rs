@@ -117,7 +117,13 @@ impl Sampler {
         if p.top_k > 0 {
             cand.truncate(p.top_k.max(1));
         }
-        let max = cand[0].1;
+        // All logits NaN (a broken model or file): no distribution to draw from.
+        let Some(&(best, max)) = cand.first() else {
+            return argmax(logits);
+        };
+        if !max.is_finite() {
+            return best;
+        }
         let mut probs: Vec<f32> = cand.iter().map(|&(_, l)| (l - max).exp()).collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= sum);
@@ -156,6 +162,18 @@ pub fn argmax(logits: &[f32]) -> TokenId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15: all-NaN logits indexed an empty candidate list.
+    #[test]
+    fn nan_and_infinite_logits_do_not_panic() {
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 0.8,
+            ..SamplingParams::default()
+        })
+        .unwrap();
+        assert!(s.sample(&mut [f32::NAN; 4], &[]) < 4);
+        assert_eq!(s.sample(&mut [0.0, f32::INFINITY, f32::NAN, 1.0], &[]), 1);
+    }
 
     #[test]
     fn greedy_takes_the_max() {
