@@ -44,7 +44,7 @@ pub fn float_tensors(bytes: &[u8]) -> Result<Vec<OnnxTensor>, OnnxError> {
     for field in Fields::new(bytes, 0) {
         let (number, value) = field?;
         if let (7, Value::Bytes(graph, at)) = (number, value) {
-            read_graph(graph, at, "", &mut out)?;
+            read_graph(graph, at, "", 0, &mut out)?;
         }
     }
     Ok(out)
@@ -73,15 +73,26 @@ pub fn find<'a>(
     Ok(t)
 }
 
+/// Deepest nesting of graphs in node attributes (`If` branches, `Loop` bodies): real models
+/// nest two or three deep; a crafted file nesting thousands overflowed the stack.
+pub const MAX_NESTING: usize = 16;
+
 fn read_graph(
     bytes: &[u8],
     base: usize,
     path: &str,
+    depth: usize,
     out: &mut Vec<OnnxTensor>,
 ) -> Result<(), OnnxError> {
+    if depth > MAX_NESTING {
+        return Err(malformed(
+            &format!("graphs nested more than {MAX_NESTING} deep"),
+            base,
+        ));
+    }
     for field in Fields::new(bytes, base) {
         match field? {
-            (1, Value::Bytes(node, at)) => read_node(node, at, path, out)?,
+            (1, Value::Bytes(node, at)) => read_node(node, at, path, depth, out)?,
             (5, Value::Bytes(tensor, at)) => {
                 if let Some(t) = read_tensor(tensor, at, path, None)? {
                     out.push(t);
@@ -97,6 +108,7 @@ fn read_node(
     bytes: &[u8],
     base: usize,
     path: &str,
+    depth: usize,
     out: &mut Vec<OnnxTensor>,
 ) -> Result<(), OnnxError> {
     let mut outputs = Vec::new();
@@ -136,7 +148,7 @@ fn read_node(
             } else {
                 format!("{path}/{name}/{attr_name}")
             };
-            read_graph(g, at, &sub, out)?;
+            read_graph(g, at, &sub, depth + 1, out)?;
         }
     }
     Ok(())
@@ -179,7 +191,10 @@ fn read_tensor(
         }
         data = le_f32(r).collect();
     }
-    let count: usize = shape.iter().product();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| malformed(&format!("tensor shape {shape:?} overflows"), base))?;
     if count != data.len() {
         return Err(malformed(
             &format!("tensor of shape {shape:?} holds {} values", data.len()),
@@ -341,6 +356,49 @@ mod tests {
             find(&tensors, "", "w", &[3]),
             Err(OnnxError::Shape { .. })
         ));
+    }
+
+    /// A length-delimited field with a varint length.
+    fn field_long(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![(number << 3) | 2];
+        let mut n = body.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                v.push(b);
+                break;
+            }
+            v.push(b | 0x80);
+        }
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Issue 15: graphs nested in attributes recursed without limit (a stack overflow at a
+    /// few thousand levels); shape products could wrap to the data's length.
+    #[test]
+    fn deep_nesting_and_overflowing_shapes_are_errors() {
+        let mut graph = Vec::new();
+        for _ in 0..5000 {
+            let attribute = [field_long(1, b"g"), field_long(6, &graph)].concat();
+            let node = [field_long(4, b"If"), field_long(5, &attribute)].concat();
+            graph = field_long(1, &node);
+        }
+        let err = float_tensors(&field_long(7, &graph))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested more than 16 deep"), "{err}");
+
+        // dims 2^32 x 2^32 (product 2^64 wraps to 0 = no data), FLOAT, no values.
+        let mut dims = Vec::new();
+        for _ in 0..2 {
+            dims.extend([1 << 3, 0x80, 0x80, 0x80, 0x80, 0x10]);
+        }
+        let tensor = [dims, vec![2 << 3, 1]].concat();
+        let model = field_long(7, &field_long(5, &tensor));
+        let err = float_tensors(&model).unwrap_err().to_string();
+        assert!(err.contains("overflows"), "{err}");
     }
 
     #[test]
