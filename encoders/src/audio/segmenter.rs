@@ -18,6 +18,9 @@ pub struct SegmenterConfig {
     pub pad: usize,
     /// Samples per VAD chunk.
     pub chunk: usize,
+    /// Longest segment: speech that never pauses is cut here and goes on in the next one,
+    /// so the buffer behind it stays bounded (silero-vad's `max_speech_duration_s`).
+    pub max_speech: usize,
 }
 
 impl Default for SegmenterConfig {
@@ -29,6 +32,8 @@ impl Default for SegmenterConfig {
             min_silence: 1600,
             pad: 480,
             chunk: super::silero::CHUNK,
+            // 30 s: Whisper's whole window.
+            max_speech: 30 * 16_000,
         }
     }
 }
@@ -75,6 +80,13 @@ impl Segmenter {
         let at = self.chunks * c.chunk;
         self.chunks += 1;
         let negative = (c.threshold - 0.15).max(0.01);
+        if let Some(start) = self.start
+            && at + c.chunk + c.pad - start >= c.max_speech
+        {
+            self.start = None;
+            self.silence_from = None;
+            return self.close(start, at + c.chunk, at + c.chunk);
+        }
         if p >= c.threshold {
             self.silence_from = None;
             self.start.get_or_insert(at);
@@ -146,6 +158,18 @@ mod tests {
                 end: 27 * 512 + 480
             }]
         );
+    }
+
+    /// Issue 15: speech that never pauses kept the kiosk's buffer growing without end.
+    #[test]
+    fn unbroken_speech_is_cut_every_30_seconds() {
+        let p = vec![0.9; 3 * 30 * 16_000 / 512 + 10];
+        let segs = run(&p, p.len() * 512);
+        assert_eq!(segs.len(), 4, "{segs:?}");
+        for s in &segs[..3] {
+            assert!(s.end - s.start <= 30 * 16_000, "{s:?}");
+        }
+        assert!(segs.windows(2).all(|w| w[0].end <= w[1].start));
     }
 
     #[test]

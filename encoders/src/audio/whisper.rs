@@ -340,6 +340,12 @@ impl Whisper {
             .map(|v| v.shape[0])
             .ok_or_else(|| Ct2Error::Missing("encoder/conv1/bias".into()))?;
         let heads = model.scalar("encoder/num_heads")? as usize;
+        if heads == 0 || d % heads != 0 {
+            return Err(Ct2Error::Malformed {
+                what: format!("encoder/num_heads = {heads} does not divide the width {d}"),
+                offset: 0,
+            });
+        }
         let vocab = model
             .variables
             .get("decoder/embeddings/weight")
@@ -544,13 +550,17 @@ impl Greedy {
         encoded: Tensor<2>,
         mut choose: impl FnMut(&mut [f32]) -> u32,
     ) -> Decoded {
-        let mut state = model.start(encoded);
-        let mut logits = model.decode(&self.prompt, &mut state);
         let mut out = Decoded {
             tokens: Vec::new(),
             sum_logprob: 0.0,
         };
-        let limit = model.text_positions() - self.prompt.len();
+        // A prompt that fills the text context leaves no room for a transcript.
+        let limit = model.text_positions().saturating_sub(self.prompt.len());
+        if limit == 0 {
+            return out;
+        }
+        let mut state = model.start(encoded);
+        let mut logits = model.decode(&self.prompt, &mut state);
         while out.tokens.len() < limit {
             self.mask(&mut logits, out.tokens.is_empty());
             let next = choose(&mut logits.clone());
