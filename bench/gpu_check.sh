@@ -7,11 +7,12 @@
 #   bench/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/percept-target}
+# Where the README's commands build (cargo's default unless CARGO_TARGET_DIR is set).
+target=${CARGO_TARGET_DIR:-target}
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 cargo test --release --workspace --test vision --test silero --test whisper \
-  --test llm_reference -- wgpu --nocapture
+  --test centernet --test llm_reference -- wgpu --nocapture
 [ -n "${NO_BENCH:-}" ] && exit 0
 cargo build --release --quiet
-"$CARGO_TARGET_DIR/release/percept" bench llm --device wgpu
-"$CARGO_TARGET_DIR/release/percept" bench llm --device wgpu -p 128 -n 128
+"$target/release/percept" bench llm --device wgpu
+"$target/release/percept" bench llm --device wgpu -p 128 -n 128

@@ -44,10 +44,10 @@ fi
 [ -x "$completion_bin" ] ||
   cmake --build "$cache/llama.cpp/build" --target llama-completion -j "$(nproc)" >&2
 
-# The same target directory as .ci/run, so the burn build is shared.
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/percept-target}
+# Where the README's commands build (cargo's default unless CARGO_TARGET_DIR is set), so
+# the burn stack is compiled once on a machine.
 cargo build --release --quiet
-target=$CARGO_TARGET_DIR
+target=${CARGO_TARGET_DIR:-target}
 percept=$target/release/percept
 model=$("$percept" models list --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["path"])')
 [ -f "$model" ] || { echo "model missing: run percept models pull" >&2; exit 1; }
