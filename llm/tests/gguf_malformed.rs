@@ -374,3 +374,30 @@ fn missing_file_names_the_path() {
     let err = GgufFile::open("/nonexistent/model.gguf").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/model.gguf"), "{err}");
 }
+
+/// Issue 15: `llama.context_length` up to 2^24 sized the rotary tables (gigabytes); the
+/// model now takes at most `MAX_CONTEXT` positions of what the file declares.
+#[test]
+fn a_huge_declared_context_is_capped() {
+    let u32kv = |v: u32| v.to_le_bytes().to_vec();
+    let mut tokens = 8u32.to_le_bytes().to_vec(); // element type string
+    tokens.extend(2u64.to_le_bytes());
+    tokens.extend(string("a"));
+    tokens.extend(string("b"));
+    let file = |context: u32| {
+        let bytes = Builder::new()
+            .kv("general.architecture", 8, string("llama"))
+            .kv("llama.embedding_length", 4, u32kv(64))
+            .kv("llama.attention.head_count", 4, u32kv(4))
+            .kv("llama.block_count", 4, u32kv(1))
+            .kv("llama.feed_forward_length", 4, u32kv(128))
+            .kv("llama.context_length", 4, u32kv(context))
+            .kv("tokenizer.ggml.tokens", 9, tokens.clone())
+            .build();
+        parse(bytes).unwrap()
+    };
+    let config = llm::gguf_loader::llama_config(&file(1 << 24)).unwrap();
+    assert_eq!(config.context_length, llm::gguf_loader::MAX_CONTEXT);
+    let config = llm::gguf_loader::llama_config(&file(8192)).unwrap();
+    assert_eq!(config.context_length, 8192);
+}
