@@ -120,8 +120,8 @@ impl Vocabulary {
         for lemma in lemmas.iter().flatten() {
             phrases.extend(forms(lemma));
         }
-        // A "glass" is an object word too when "wine glass" is one: the last word of every
-        // name, and of every lemma that is not a proper name's tail ("Japanese spaniel").
+        // A "glass" is an object word too when "wine glass" is one: the last word (of three
+        // letters or more) of every name and lemma.
         let heads: Vec<String> = phrases
             .iter()
             .filter_map(|p| p.rsplit_once(' ').map(|(_, last)| last.to_owned()))
@@ -167,9 +167,7 @@ impl Vocabulary {
         let mut allowed = BTreeSet::new();
         for o in &scene.objects {
             allowed.extend(forms_and_head(o.label));
-            if let Some((_, words)) = SYNONYMS.iter().find(|(c, _)| *c == o.label) {
-                allowed.extend(words.iter().map(|w| w.to_string()));
-            }
+            allowed.extend(synonyms(o.label).iter().map(|w| w.to_string()));
         }
         for l in scene
             .whole
@@ -189,9 +187,7 @@ impl Vocabulary {
     pub fn subject(&self, scene: &Scene) -> Option<(String, BTreeSet<String>)> {
         if let Some(o) = scene.objects.first() {
             let mut words: BTreeSet<String> = forms(o.label).into_iter().collect();
-            if let Some((_, syn)) = SYNONYMS.iter().find(|(c, _)| *c == o.label) {
-                words.extend(syn.iter().map(|w| w.to_string()));
-            }
+            words.extend(synonyms(o.label).iter().map(|w| w.to_string()));
             return Some((o.label.to_owned(), words));
         }
         let top = scene
@@ -415,6 +411,14 @@ fn normalise(text: &str) -> String {
         })
         .collect();
     mapped.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The everyday words for a COCO class (none for most).
+fn synonyms(label: &str) -> &'static [&'static str] {
+    SYNONYMS
+        .iter()
+        .find(|(c, _)| *c == label)
+        .map_or(&[], |(_, words)| words)
 }
 
 /// A name and its plural.
