@@ -30,6 +30,10 @@ pub struct KioskEvalArgs {
     /// List every case, not only the ones that went wrong.
     #[arg(long)]
     pub all: bool,
+    /// Below this coverage of a question by its best fact the kiosk abstains (as `percept
+    /// kiosk --min-coverage`).
+    #[arg(long, default_value_t = AnswerConfig::default().min_coverage)]
+    pub min_coverage: f32,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -66,7 +70,11 @@ pub fn run(command: EvalCommand) -> Result<()> {
     };
     let transcribe: Option<eval::Transcribe> = transcriber.as_ref().map(|_| &transcribe as _);
     for set in &sets {
-        let report = eval::run(set, &llm, &AnswerConfig::default(), transcribe)?;
+        let config = AnswerConfig {
+            min_coverage: args.min_coverage,
+            ..AnswerConfig::default()
+        };
+        let report = eval::run(set, &llm, &config, transcribe)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -218,6 +218,25 @@ impl Llm {
         Ok(to_vec(logits.expect("at least one chunk")))
     }
 
+    /// Feeds a prompt after what `session` holds and returns the last position's hidden
+    /// state (normalised, before the output head): [`Llama::forward_hidden`].
+    pub fn hidden_state(
+        &self,
+        session: &mut Session,
+        segments: &[Segment],
+    ) -> Result<Vec<f32>, LlmError> {
+        let rows = self.embed(segments)?;
+        let d = self.model.d_model();
+        let n = rows.len() / d;
+        if n == 0 {
+            return Err(LlmError::EmptyPrompt);
+        }
+        self.check_room(session, n)?;
+        let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
+        let h = rayon::scope(|_| self.model.forward_hidden(x, &mut session.cache));
+        Ok(to_vec(h))
+    }
+
     /// An error unless `n` more positions fit in the context after what `session` holds.
     fn check_room(&self, session: &Session, n: usize) -> Result<(), LlmError> {
         let (cached, context) = (session.cache.len(), self.model.context_length());

@@ -408,6 +408,19 @@ impl Llama {
         self.lm_head.forward(self.norm.forward(h))
     }
 
+    /// [`Llama::forward`] stopping before the output head: the normalised hidden state of
+    /// the last position, which the language model reads its next word from (a sentence's
+    /// vector, after a prompt that asks for its meaning).
+    ///
+    /// # Shapes
+    /// - input: `[1, seq, d_model]`
+    /// - output: `[1, d_model]`
+    pub fn forward_hidden(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        let [b, t, d] = x.dims();
+        let h = self.hidden(x, cache);
+        self.norm.forward(h.narrow(1, t - 1, 1).reshape([b, d]))
+    }
+
     /// The decoder blocks over new positions, extending `cache`.
     fn hidden(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<3> {
         let t = x.dims()[1];

@@ -9,6 +9,7 @@
 //! claims what they do not hold, or says yes where they say no, is replaced by the best
 //! fact's own words.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -19,9 +20,10 @@ use llm::{GenerateParams, Llm, SamplingParams};
 use serde::Serialize;
 
 use super::actions::{Action, Commands, ParamType};
+use super::asked::{self, Wanted};
 use super::grounding::{self, Unsupported};
 use super::knowledge::Knowledge;
-use super::retrieval::{FactIndex, Retrieval, terms};
+use super::retrieval::{FactIndex, Retrieval, is_modifier, terms};
 use super::routing::{Anchors, Decision, Route, Router, said_arguments};
 
 const ASK: &str = "\nAnswer in one short sentence, from the facts.";
@@ -37,6 +39,8 @@ pub struct AnswerConfig {
     pub max_tokens: usize,
     /// Most facts in the prompt.
     pub facts_in_prompt: usize,
+    /// How many of the best ranked facts are tried for one that can give the answer.
+    pub candidates: usize,
     /// A fact after the first goes into the prompt when its BM25 score is at least this
     /// share of the first's.
     pub second_fact_ratio: f32,
@@ -50,8 +54,9 @@ impl Default for AnswerConfig {
             command_margin: 3.5,
             max_tokens: 48,
             facts_in_prompt: 2,
+            candidates: 3,
             second_fact_ratio: 0.6,
-            min_coverage: 0.55,
+            min_coverage: 0.15,
         }
     }
 }
@@ -76,7 +81,9 @@ pub struct Grounding {
     pub facts: Vec<usize>,
     /// How much of the question the best fact covers, 0 to 1.
     pub coverage: f32,
-    /// The question's terms that no fact holds.
+    /// The kind of answer the question wants.
+    pub wanted: Wanted,
+    /// The things the question names that no fact holds (a reason to abstain).
     pub unknown: Vec<String>,
     /// The model's sentence when it was not kept, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +116,8 @@ pub struct Answerer {
     config: AnswerConfig,
     facts: Vec<String>,
     index: FactIndex,
+    /// The names the facts hold, as terms: see [`names_of`].
+    names: BTreeSet<String>,
     fallback: String,
     /// The kiosk's name, which answers may use.
     venue: String,
@@ -137,6 +146,7 @@ impl Answerer {
             .transpose()?;
         Ok(Answerer {
             index: FactIndex::new(&facts).ignoring(&knowledge.name),
+            names: names_of(&facts),
             facts,
             fallback: knowledge.fallback_line(),
             venue: knowledge.name.clone(),
@@ -205,15 +215,49 @@ impl Answerer {
     }
 
     /// The facts that go into the prompt: the best, and the next ones nearly as good.
-    fn chosen(&self, retrieval: &Retrieval) -> Vec<usize> {
-        let Some(best) = retrieval.best() else {
-            return Vec::new();
+    /// The facts that go into the prompt: the best ranked that can give the kind of answer
+    /// asked for and hold every name the question shares with the file ("Millford" in "a
+    /// single ticket to Millford" rules out the fact on Northbridge's fares), and a second
+    /// such fact within `second_fact_ratio` of its score.
+    fn chosen(&self, retrieval: &Retrieval, question: &str, kind: Wanted) -> Vec<usize> {
+        let named: Vec<String> = terms(question)
+            .into_iter()
+            .filter(|t| self.names.contains(t))
+            .collect();
+        // A fact below the best stands in for it only if it holds what the question shares
+        // with the best: "What time does the cafe close?" is about the cafe, whose fact gives
+        // no time, not about the opening hours that share "close".
+        let asked_terms = terms(question);
+        let about: Vec<String> = retrieval.best().map_or(Vec::new(), |top| {
+            let held = terms(&self.facts[top.fact]);
+            asked_terms
+                .iter()
+                .filter(|t| held.contains(t) && !is_modifier(t))
+                .cloned()
+                .collect()
+        });
+        let fits = |fact: usize| {
+            let held = terms(&self.facts[fact]);
+            asked::gives(&self.facts[fact], kind) && named.iter().all(|n| held.contains(n))
         };
-        retrieval
+        let holds_about = |fact: usize| {
+            let held = terms(&self.facts[fact]);
+            about.iter().all(|t| held.contains(t))
+        };
+        let mut fitting = retrieval
             .hits
             .iter()
+            .take(self.config.candidates)
+            .filter(|h| fits(h.fact));
+        let Some(best) = fitting.next() else {
+            return Vec::new();
+        };
+        if !holds_about(best.fact) {
+            return Vec::new();
+        }
+        std::iter::once(best)
+            .chain(fitting.filter(|h| h.score >= best.score * self.config.second_fact_ratio))
             .take(self.config.facts_in_prompt)
-            .filter(|h| h.score >= best.score * self.config.second_fact_ratio)
             .map(|h| h.fact)
             .collect()
     }
@@ -225,19 +269,31 @@ impl Answerer {
         on_text: &mut impl FnMut(&str),
     ) -> Result<(String, Grounding)> {
         let retrieval = self.index.rank(question);
-        let chosen = self.chosen(&retrieval);
+        let wanted = asked::wanted(question);
+        let chosen = self.chosen(&retrieval, question, wanted);
+        let things = asked::unknown_things(question, &retrieval.unknown);
+        let coverage = chosen
+            .first()
+            .and_then(|&f| retrieval.hits.iter().find(|h| h.fact == f))
+            .map_or(0.0, |h| h.coverage);
         let mut grounding = Grounding {
             source: Source::Fallback,
             facts: chosen.clone(),
-            coverage: retrieval.coverage(),
-            unknown: retrieval.unknown.clone(),
+            coverage,
+            wanted,
+            unknown: things.clone(),
             rejected: None,
         };
-        // A name that no fact holds ("the train to Westhaven") is asked about in vain.
+        // A day is when, not what ("on Saturday" where the fact says "this weekend").
         let unknown_name = grounding::names(question)
             .iter()
+            .filter(|n| !n.ends_with("day"))
             .any(|n| terms(n).iter().any(|t| !self.index.knows(t)));
-        if chosen.is_empty() || retrieval.coverage() < self.config.min_coverage || unknown_name {
+        if chosen.is_empty()
+            || coverage < self.config.min_coverage
+            || unknown_name
+            || !things.is_empty()
+        {
             on_text(&self.fallback);
             return Ok((self.fallback.clone(), grounding));
         }
@@ -373,8 +429,43 @@ pub fn best_clause(fact: &str, question: &str) -> String {
     grounding::one_sentence(&text)
 }
 
-/// The part sharing the question's rarest terms (the first when none does).
+/// The names in the facts, as terms: words the facts write with a capital and never
+/// without ("Millford" opening a sentence is one, "Trains" is not), days of the week aside
+/// (a day says when, and "Sunday" may be "weekends" in the fact).
+fn names_of(facts: &[String]) -> BTreeSet<String> {
+    let (mut capital, mut lower) = (BTreeSet::new(), BTreeSet::new());
+    for word in facts.iter().flat_map(|f| f.split_whitespace()) {
+        let set = match word.chars().find(|c| c.is_alphabetic()) {
+            Some(c) if c.is_uppercase() => &mut capital,
+            _ => &mut lower,
+        };
+        set.extend(terms(word));
+    }
+    capital
+        .difference(&lower)
+        .filter(|t| !t.ends_with("day"))
+        .cloned()
+        .collect()
+}
+
+/// The part sharing the question's rarest terms (the first when none does); a part that
+/// holds the day the question names comes first ("on Sundays": the Sunday hours, not the
+/// clause about opening late).
 fn best_part<'a>(parts: &[&'a str], question: &str) -> &'a str {
+    let days: Vec<String> = terms(question)
+        .into_iter()
+        .filter(|t| t.ends_with("day") && is_modifier(t))
+        .collect();
+    let on_the_day: Vec<&'a str> = parts
+        .iter()
+        .copied()
+        .filter(|p| terms(p).iter().any(|t| days.contains(t)))
+        .collect();
+    let parts = if on_the_day.is_empty() {
+        parts
+    } else {
+        &on_the_day[..]
+    };
     let index = FactIndex::new(parts);
     index
         .rank(question)

@@ -102,10 +102,19 @@ pub fn one_sentence(text: &str) -> String {
         .last()
         .filter(|c| matches!(c, '.' | '!' | '?'));
     let body = sentence.trim_end_matches(['.', '!', '?']);
+    // A clause whose content words an earlier one already holds adds nothing ("on the east
+    // wing, in the east wing").
     let mut kept: Vec<&str> = Vec::new();
     for clause in body.split(", ") {
         let key = clause.trim().to_lowercase();
-        if !key.is_empty() && !kept.iter().any(|k| k.trim().to_lowercase() == key) {
+        let said = terms(clause);
+        let repeats = kept.iter().any(|k| {
+            k.trim().to_lowercase() == key || {
+                let before = terms(k);
+                !said.is_empty() && said.iter().all(|t| before.contains(t))
+            }
+        });
+        if !key.is_empty() && !repeats {
             kept.push(clause);
         }
     }
@@ -232,6 +241,10 @@ mod tests {
         assert_eq!(
             one_sentence("It costs 9.50 euros, it costs 9.50 euros, and more"),
             "It costs 9.50 euros, and more."
+        );
+        assert_eq!(
+            one_sentence("The dinosaur exhibit is on the east wing, in the east wing."),
+            "The dinosaur exhibit is on the east wing."
         );
         assert_eq!(one_sentence("  "), "");
     }

@@ -6,12 +6,14 @@
 //! - [`routing`]: whether an utterance asks for anything, and for what;
 //! - [`actions`]: the commands' schema and the grammar of their JSON;
 //! - [`retrieval`]: which facts an utterance is about;
+//! - [`asked`]: what kind of answer a question wants, and which facts can give it;
 //! - [`grounding`]: checks of an answer against its facts;
 //! - [`answer`]: all of it together, one reply per utterance;
 //! - [`eval`]: the evaluation sets and their scores (`percept eval kiosk`).
 
 pub mod actions;
 pub mod answer;
+pub mod asked;
 pub mod eval;
 pub mod grounding;
 pub mod knowledge;

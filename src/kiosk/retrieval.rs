@@ -55,6 +55,14 @@ const STOPWORDS: &[&str] = &[
     "how",
     "i",
     "i'd",
+    "i'll",
+    "i've",
+    "we'd",
+    "we'll",
+    "we've",
+    "you'd",
+    "they'd",
+    "let's",
     "i'm",
     "if",
     "in",
@@ -280,13 +288,112 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// The content terms of a text: its words without stopwords, folded.
+/// Words that narrow a question down rather than say what it is about: when ("tonight",
+/// "on Saturday", "still", "later"), how much ("extra", "anywhere"), and the words that say
+/// the kind of answer asked for. They weigh half in ranking ("the gym in the middle of the
+/// night" is about the gym, not the fact that prices parking per night), and a fact need
+/// not hold them to answer.
+const MODIFIERS: &[&str] = &[
+    "morning",
+    "afternoon",
+    "evening",
+    "night",
+    "tonight",
+    "tomorrow",
+    "yesterday",
+    "today",
+    "day",
+    "days",
+    "week",
+    "weekend",
+    "weekday",
+    "month",
+    "year",
+    "hour",
+    "minute",
+    "moment",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "late",
+    "later",
+    "early",
+    "earlier",
+    "last",
+    "first",
+    "next",
+    "still",
+    "already",
+    "soon",
+    "again",
+    "middle",
+    "o'clock",
+    "usually",
+    "always",
+    "every",
+    "anywhere",
+    "everywhere",
+    "anything",
+    "something",
+    "extra",
+    "more",
+    "less",
+    "else",
+    "other",
+    "another",
+    "different",
+    "same",
+    "possible",
+    "available",
+    "long",
+    "times",
+    "discount",
+    "exactly",
+    "actually",
+    "maybe",
+    // The folded words that say the kind of answer: "close" and "opening hours" are `open`,
+    // "cost" and "how much to pay" `price` ("What time does the cafe close?" is about the
+    // cafe).
+    "open",
+    "price",
+];
+
+/// How much a modifier weighs in ranking, against 1 for other terms.
+const MODIFIER_WEIGHT: f32 = 0.5;
+
+/// Whether a word or term only narrows a question down: [`MODIFIERS`].
+pub fn is_modifier(word: &str) -> bool {
+    MODIFIERS.contains(&word) || MODIFIERS.contains(&stem(word).as_str())
+}
+
+/// Whether a word (or a folded term: "wants", "when's") carries no topic.
+pub fn is_stopword(word: &str) -> bool {
+    STOPWORDS.contains(&word) || STOPWORDS.contains(&stem(word).as_str())
+}
+
+/// The content terms of a text: its words without stopwords, folded; a hyphenated word
+/// gives its parts too ("check-out" is found by "check out").
 pub fn terms(text: &str) -> Vec<String> {
-    words(text)
+    let mut out = Vec::new();
+    for w in words(text)
         .iter()
         .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .map(|w| fold(w))
-        .collect()
+    {
+        let whole = fold(w);
+        let compound = w.contains('-') && whole == stem(w);
+        out.push(whole);
+        if compound {
+            let parts = w
+                .split('-')
+                .filter(|p| !p.is_empty() && !STOPWORDS.contains(p));
+            out.extend(parts.map(fold));
+        }
+    }
+    out
 }
 
 /// One fact as ranked against an utterance.
@@ -397,7 +504,10 @@ impl FactIndex {
         let weighed: Vec<(&String, f32)> = query
             .iter()
             .filter(|t| self.knows(t) || !t.starts_with(|c: char| c.is_ascii_digit()))
-            .map(|t| (t, self.idf(t)))
+            .map(|t| {
+                let weight = if is_modifier(t) { MODIFIER_WEIGHT } else { 1.0 };
+                (t, weight * self.idf(t))
+            })
             .collect();
         let total: f32 = weighed.iter().map(|(_, w)| w).sum();
         let mut hits = Vec::new();

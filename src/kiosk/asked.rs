@@ -1,0 +1,294 @@
+//! What a question asks for, and whether a fact can give it.
+//!
+//! Word overlap says which fact a question is about, not whether that fact answers it:
+//! "How long does a guided tour last?" shares "guided tour" with a fact that gives only the
+//! tours' start times, and "What time does the cafe close?" the cafe with a fact that gives
+//! only where it is. The kind of answer a question wants (a time, a price, a place ...) is in
+//! its opening words; whether a fact holds one is in its numbers and place words. A fact that
+//! cannot give the kind asked for is no answer, however many words it shares.
+//!
+//! The question's words that no fact holds are the other half of the evidence. A thing no
+//! fact names ("the wifi password", "a sauna", "my umbrella") means the facts do not answer;
+//! a verb no fact uses ("when do you shut", "can I grab a coffee") is only another way of
+//! asking, and a word that says when or how much ("tonight", "later", "extra": see
+//! [`is_modifier`]) only narrows the question. Without a tagger, verbs are told from things
+//! by position: a word right after a subject, a modal or "to" is taken for a verb.
+
+use super::grounding::names;
+use super::retrieval::{is_modifier, is_stopword, terms, words};
+
+/// The kind of answer a question wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wanted {
+    /// "What time ...", "when ...", "until when ...".
+    Time,
+    /// "How much ...", "what does it cost ...".
+    Price,
+    /// "How long ...".
+    Duration,
+    /// "Where ...", "which way ...", "which floor ...".
+    Place,
+    /// "Which platform ...".
+    Platform,
+    /// "How many ...".
+    Count,
+    /// "Who ...", "what is it called".
+    Name,
+    /// A yes/no question or anything else: the topic decides.
+    Any,
+}
+
+/// Phrases that ask for each kind, in the order they are tried ("how much time" is a
+/// price question no one asks; "how long" must win over "when" in "how long until when").
+const ASKS: &[(Wanted, &[&str])] = &[
+    (Wanted::Duration, &["how long"]),
+    (
+        Wanted::Price,
+        &[
+            "how much",
+            "cost",
+            "costs",
+            "price",
+            "prices",
+            "charge",
+            "fee",
+            "fees",
+            "pay",
+            "expensive",
+            "cheap",
+            "discount",
+            "discounts",
+        ],
+    ),
+    (Wanted::Count, &["how many"]),
+    (Wanted::Platform, &["which platform", "what platform"]),
+    (
+        Wanted::Time,
+        &[
+            "what time",
+            "when",
+            "when's",
+            "how late",
+            "how early",
+            "what hours",
+            "opening hours",
+            "which days",
+            "what days",
+        ],
+    ),
+    (
+        Wanted::Place,
+        &[
+            "where",
+            "where's",
+            "which way",
+            "which floor",
+            "what floor",
+            "how do i get to",
+            "how do we get to",
+        ],
+    ),
+    (
+        Wanted::Name,
+        &[
+            "who",
+            "who's",
+            "called",
+            "what's the name",
+            "what is the name",
+        ],
+    ),
+];
+
+/// Words that state a place: a floor, a level, a side, a spot beside something.
+const PLACE_WORDS: &[&str] = &[
+    "floor",
+    "level",
+    "platform",
+    "basement",
+    "wing",
+    "entrance",
+    "exit",
+    "outside",
+    "inside",
+    "beside",
+    "next",
+    "opposite",
+    "behind",
+    "below",
+    "above",
+    "near",
+    "front",
+    "upstairs",
+    "downstairs",
+    "lobby",
+    "hall",
+    "room",
+    "desk",
+    "stop",
+    "end",
+    "corner",
+    "side",
+    "rooftop",
+    "terrace",
+    "garden",
+    "building",
+    "office",
+    "counter",
+    "gate",
+    "concourse",
+    "reception",
+    "left",
+    "right",
+    "here",
+    "there",
+];
+
+/// Units of a length of time.
+const DURATION_UNITS: &[&str] = &[
+    "minute", "minutes", "min", "hour", "hours", "day", "days", "week", "weeks", "month", "months",
+    "night", "nights",
+];
+
+/// Number words, for counts and durations said in words ("two weeks").
+const NUMBER_WORDS: &[&str] = &[
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "twenty", "thirty", "fifty", "hundred",
+];
+
+/// Words after which the next word is taken for a verb: subjects, modals, "to".
+const BEFORE_A_VERB: &[&str] = &[
+    "i", "you", "we", "they", "he", "she", "it", "to", "can", "could", "will", "would", "shall",
+    "should", "may", "might", "must", "do", "does", "did", "i'd", "we'd", "you'd", "i'll", "we'll",
+    "please", "let's", "not", "don't", "doesn't", "didn't", "cannot", "can't", "and", "or", "i'm",
+    "we're", "you're", "they're", "i've", "we've",
+];
+
+/// The kind of answer `question` wants.
+pub fn wanted(question: &str) -> Wanted {
+    let w = words(question);
+    let text = format!(" {} ", w.join(" "));
+    ASKS.iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| text.contains(&format!(" {p} "))))
+        .map_or(Wanted::Any, |(kind, _)| *kind)
+}
+
+fn is_number(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit()) || NUMBER_WORDS.contains(&word)
+}
+
+/// Whether `fact` holds an answer of the kind wanted.
+pub fn gives(fact: &str, kind: Wanted) -> bool {
+    let w = words(fact);
+    let has = |list: &[&str]| w.iter().any(|x| list.contains(&x.as_str()));
+    let followed_by = |pred: &dyn Fn(&str) -> bool, list: &[&str]| {
+        w.windows(2)
+            .any(|p| pred(&p[0]) && list.contains(&p[1].as_str()))
+    };
+    match kind {
+        Wanted::Any => true,
+        Wanted::Time => {
+            has(&["am", "pm", "noon", "midnight", "clock", "24-hour", "closed"])
+                || w.iter().any(|x| x.contains(':') && is_number(x))
+                || followed_by(&is_number, &["am", "pm", "o'clock", "hours"])
+        }
+        Wanted::Price => {
+            has(&[
+                "euro", "euros", "eur", "cent", "cents", "dollar", "dollars", "pound", "pounds",
+                "free", "charge", "costs", "cost",
+            ]) || fact.contains(['€', '$', '£'])
+        }
+        Wanted::Duration => {
+            followed_by(&is_number, DURATION_UNITS) || has(&["clock", "24-hour", "overnight"])
+        }
+        Wanted::Place => has(PLACE_WORDS),
+        Wanted::Platform => w
+            .windows(2)
+            .any(|p| matches!(p[0].as_str(), "platform" | "platforms") && is_number(&p[1])),
+        Wanted::Count => w.iter().any(|x| is_number(x)),
+        Wanted::Name => !names(fact).is_empty() || fact.contains('"'),
+    }
+}
+
+/// The terms of `question` that no fact holds and that name a thing rather than an action
+/// (see the module's doc): `unknown` is the retrieval's list of terms no fact holds.
+pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
+    let w = words(question);
+    let mut things = Vec::new();
+    for (i, word) in w.iter().enumerate() {
+        let Some(term) = terms(word).into_iter().next() else {
+            continue;
+        };
+        let narrows = is_modifier(word) || is_modifier(&term);
+        if !unknown.contains(&term) || is_number(word) || narrows || is_stopword(&term) {
+            continue;
+        }
+        let verb = i > 0 && BEFORE_A_VERB.contains(&w[i - 1].as_str());
+        if !verb && !things.contains(&term) {
+            things.push(term);
+        }
+    }
+    things
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_opening_words_say_what_is_wanted() {
+        assert_eq!(
+            wanted("How long does a guided tour last?"),
+            Wanted::Duration
+        );
+        assert_eq!(wanted("what time do you shut on a friday"), Wanted::Time);
+        assert_eq!(wanted("How much is a taxi to the airport?"), Wanted::Price);
+        assert_eq!(wanted("where can i get a coffee"), Wanted::Place);
+        assert_eq!(wanted("Which platform for Lakeside?"), Wanted::Platform);
+        assert_eq!(wanted("Can I bring my dog?"), Wanted::Any);
+        assert_eq!(wanted("Who is the director?"), Wanted::Name);
+    }
+
+    #[test]
+    fn a_fact_gives_only_the_kinds_it_holds() {
+        let cafe = "The cafe is on the ground floor, next to the main entrance.";
+        assert!(gives(cafe, Wanted::Place));
+        assert!(!gives(cafe, Wanted::Time));
+        assert!(!gives(cafe, Wanted::Price));
+        let tours = "Guided tours start at 11 am, 1 pm and 3 pm at the front desk.";
+        assert!(gives(tours, Wanted::Time));
+        assert!(!gives(tours, Wanted::Duration));
+        let bus = "A replacement bus runs every 30 minutes from stop C.";
+        assert!(gives(bus, Wanted::Duration));
+        assert!(gives(
+            "Trains to Northbridge leave from platform 2.",
+            Wanted::Platform
+        ));
+        assert!(!gives(
+            "The taxi rank is just outside the north exit.",
+            Wanted::Platform
+        ));
+        assert!(gives(
+            "Tickets: adults 12 euros; under 4 free.",
+            Wanted::Price
+        ));
+    }
+
+    #[test]
+    fn things_no_fact_names_are_told_from_other_verbs() {
+        let unknown = |q: &str, u: &[&str]| {
+            unknown_things(q, &u.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            unknown("what's the wifi password", &["password"]),
+            ["password"]
+        );
+        assert!(unknown("what time do you shut on a friday", &["shut"]).is_empty());
+        assert!(unknown("is there anywhere i can grab a coffee", &["grab"]).is_empty());
+        assert_eq!(
+            unknown("Is there a sauna up by the pool?", &["sauna"]),
+            ["sauna"]
+        );
+    }
+}
