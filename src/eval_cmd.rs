@@ -43,10 +43,16 @@ const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/kiosk/eval"
 pub fn run(command: EvalCommand) -> Result<()> {
     let EvalCommand::Kiosk(args) = command;
     let paths = if args.sets.is_empty() {
-        ["dev.toml", "dev2.toml", "heldout.toml", "spoken.toml"]
-            .iter()
-            .map(|n| Path::new(BUNDLED).join(n))
-            .collect()
+        [
+            "dev.toml",
+            "dev2.toml",
+            "heldout.toml",
+            "heldout2.toml",
+            "spoken.toml",
+        ]
+        .iter()
+        .map(|n| Path::new(BUNDLED).join(n))
+        .collect()
     } else {
         args.sets.clone()
     };

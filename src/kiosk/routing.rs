@@ -88,10 +88,64 @@ const EXCLAIMING: &[&str] = &[
     "amazing",
 ];
 
+/// Auxiliaries that open a question or follow its question word ("where do", "is there").
+const AUXILIARIES: &[&str] = &[
+    "is", "are", "am", "was", "were", "do", "does", "did", "can", "could", "will", "would",
+    "should", "shall", "may", "have", "has",
+];
+/// Question words.
+const WH: &[&str] = &["what", "where", "when", "how", "which", "who", "why"];
+
 /// The form of an utterance, from its words and its closing punctuation (Whisper writes a
 /// question mark for most questions, but not for all: "is the museum open late on Friday
-/// evening." came back from it for a spoken question).
+/// evening." came back from it for a spoken question). A remark may come first: "my son
+/// wants to see the dinosaurs, where do we go" asks, and so does "I'm in a wheelchair, can
+/// you send someone?" (a request).
 pub fn form(text: &str) -> Form {
+    let whole = first_clause_form(text);
+    let later = text
+        .split([',', ';'])
+        .skip(1)
+        .filter_map(asked_in_clause)
+        .last();
+    match (whole, later) {
+        (Form::Statement | Form::Wish, Some(f)) => f,
+        (Form::Question, Some(Form::Request)) => Form::Request,
+        _ => whole,
+    }
+}
+
+/// The form of a clause after the first when it is shaped as a question (a question word
+/// and an auxiliary, "when's", "how much", or an auxiliary and its subject) or as a request
+/// ("can you ..."); a clause such as "when the train came" is neither.
+fn asked_in_clause(clause: &str) -> Option<Form> {
+    let all = words(clause);
+    let ws: Vec<&str> = all
+        .iter()
+        .map(String::as_str)
+        .skip_while(|w| OPENERS.contains(w))
+        .collect();
+    let (first, second) = (*ws.first()?, ws.get(1).copied().unwrap_or(""));
+    if matches!(first, "can" | "could" | "would" | "will") && second == "you" {
+        return Some(Form::Request);
+    }
+    let wh_contracted = first.strip_suffix("'s").is_some_and(|w| WH.contains(&w));
+    let wh_asks = WH.contains(&first)
+        && (AUXILIARIES.contains(&second)
+            || matches!(
+                second,
+                "time" | "much" | "many" | "long" | "far" | "late" | "early"
+            ));
+    let aux_asks = AUXILIARIES.contains(&first)
+        && matches!(
+            second,
+            "you" | "i" | "we" | "there" | "it" | "they" | "the" | "my"
+        );
+    (wh_contracted || wh_asks || aux_asks).then_some(Form::Question)
+}
+
+/// [`form`] from the opening words and the closing punctuation alone.
+fn first_clause_form(text: &str) -> Form {
     let all = words(text);
     let mut ws = all.as_slice();
     while let [first, rest @ ..] = ws {
@@ -111,12 +165,10 @@ pub fn form(text: &str) -> Form {
     // near the start still asks: "until when is the pool open".
     let unpunctuated = !matches!(closing, Some('.' | '!' | '?'));
     let asks_near_start = unpunctuated
-        && ws.iter().take(3).any(|w| {
-            matches!(
-                w.as_str(),
-                "what" | "where" | "when" | "how" | "which" | "who"
-            )
-        });
+        && ws
+            .iter()
+            .take(3)
+            .any(|w| WH.contains(&w.as_str()) && w != "why");
     if closing == Some('?')
         || (QUESTION_OPENERS.contains(&first.as_str()) && !exclaims)
         || asks_near_start
@@ -436,5 +488,33 @@ impl Router {
             anchored,
             margin: scored.map(|(_, m)| m),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_question_after_a_remark_still_asks() {
+        assert_eq!(
+            form("my son wants to see the dinosaurs, where do we go"),
+            Form::Question
+        );
+        assert_eq!(
+            form("we have an early flight, when's the first bus to the airport"),
+            Form::Question
+        );
+        assert_eq!(
+            form("I'm in a wheelchair, can you send someone?"),
+            Form::Request
+        );
+        // A clause that opens with a question word but does not ask.
+        assert_eq!(form("It was late, when the train came."), Form::Statement);
+        assert_eq!(
+            form("He might even have been made amiable himself."),
+            Form::Statement
+        );
+        assert_eq!(form("Thank you, that's lovely."), Form::Statement);
     }
 }
