@@ -346,3 +346,40 @@ fn bad_prompts_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("context holds 8192"), "{err}");
 }
+
+/// `hidden_state` is the state the output head reads: through `lm_head` it gives the
+/// logits `prefill` returns for the same prompt.
+#[test]
+fn the_hidden_state_is_what_the_logits_are_read_from() {
+    let llm = flex_model();
+    let ids = llm
+        .tokenizer
+        .encode("The cafe is on the ground floor.", false)
+        .unwrap();
+    let prompt = [Segment::Tokens(ids)];
+    let hidden = llm.hidden_state(&mut Session::new(), &prompt).unwrap();
+    assert_eq!(hidden.len(), llm.model.d_model());
+    let h = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(hidden, [1, llm.model.d_model()]),
+        &llm.device,
+    );
+    let from_hidden = llm
+        .model
+        .lm_head
+        .forward(h)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let logits = llm.prefill(&mut Session::new(), &prompt).unwrap();
+    assert!(max_abs_diff(&from_hidden, &logits) < 1e-4);
+    // And it is not any fixed vector: another sentence's state differs.
+    let other = llm
+        .tokenizer
+        .encode("Trains leave from platform 2.", false)
+        .unwrap();
+    let other = llm
+        .hidden_state(&mut Session::new(), &[Segment::Tokens(other)])
+        .unwrap();
+    let h2 = llm.hidden_state(&mut Session::new(), &prompt).unwrap();
+    assert!(max_abs_diff(&other, &h2) > 1e-2);
+}

@@ -193,13 +193,8 @@ impl Llm {
         session: &mut Session,
         segments: &[Segment],
     ) -> Result<Vec<f32>, LlmError> {
-        let rows = self.embed(segments)?;
+        let rows = self.prompt_rows(session, segments)?;
         let d = self.model.d_model();
-        let n = rows.len() / d;
-        if n == 0 {
-            return Err(LlmError::EmptyPrompt);
-        }
-        self.check_room(session, n)?;
         let mut logits = None;
         for chunk in rows.chunks(PREFILL_CHUNK * d) {
             let x = Tensor::<3>::from_data(
@@ -225,16 +220,24 @@ impl Llm {
         session: &mut Session,
         segments: &[Segment],
     ) -> Result<Vec<f32>, LlmError> {
-        let rows = self.embed(segments)?;
+        let rows = self.prompt_rows(session, segments)?;
         let d = self.model.d_model();
         let n = rows.len() / d;
+        let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
+        let h = rayon::scope(|_| self.model.forward_hidden(x, &mut session.cache));
+        Ok(to_vec(h))
+    }
+
+    /// A prompt's embedding rows, an error when it is empty or does not fit after what
+    /// `session` holds.
+    fn prompt_rows(&self, session: &Session, segments: &[Segment]) -> Result<Vec<f32>, LlmError> {
+        let rows = self.embed(segments)?;
+        let n = rows.len() / self.model.d_model();
         if n == 0 {
             return Err(LlmError::EmptyPrompt);
         }
         self.check_room(session, n)?;
-        let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
-        let h = rayon::scope(|_| self.model.forward_hidden(x, &mut session.cache));
-        Ok(to_vec(h))
+        Ok(rows)
     }
 
     /// An error unless `n` more positions fit in the context after what `session` holds.

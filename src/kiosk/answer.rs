@@ -217,36 +217,27 @@ impl Answerer {
         }
     }
 
-    /// The facts that go into the prompt: the best, and the next ones nearly as good.
     /// The facts that go into the prompt: the best ranked that can give the kind of answer
     /// asked for and hold every name the question shares with the file ("Millford" in "a
     /// single ticket to Millford" rules out the fact on Northbridge's fares), and a second
     /// such fact within `second_fact_ratio` of its score.
     fn chosen(&self, retrieval: &Retrieval, question: &str, kind: Wanted) -> Vec<usize> {
-        let named: Vec<String> = terms(question)
-            .into_iter()
-            .filter(|t| self.names.contains(t))
+        let asked_terms = terms(question);
+        let holds_all = |fact: usize, ts: &[&String]| ts.iter().all(|t| self.index.holds(fact, t));
+        let named: Vec<&String> = asked_terms
+            .iter()
+            .filter(|t| self.names.contains(*t))
             .collect();
         // A fact below the best stands in for it only if it holds what the question shares
         // with the best: "What time does the cafe close?" is about the cafe, whose fact gives
         // no time, not about the opening hours that share "close".
-        let asked_terms = terms(question);
-        let about: Vec<String> = retrieval.best().map_or(Vec::new(), |top| {
-            let held = terms(&self.facts[top.fact]);
+        let about: Vec<&String> = retrieval.best().map_or(Vec::new(), |top| {
             asked_terms
                 .iter()
-                .filter(|t| held.contains(t) && !is_modifier(t))
-                .cloned()
+                .filter(|t| self.index.holds(top.fact, t) && !is_modifier(t))
                 .collect()
         });
-        let fits = |fact: usize| {
-            let held = terms(&self.facts[fact]);
-            asked::gives(&self.facts[fact], kind) && named.iter().all(|n| held.contains(n))
-        };
-        let holds_about = |fact: usize| {
-            let held = terms(&self.facts[fact]);
-            about.iter().all(|t| held.contains(t))
-        };
+        let fits = |fact: usize| asked::gives(&self.facts[fact], kind) && holds_all(fact, &named);
         let mut fitting = retrieval
             .hits
             .iter()
@@ -255,7 +246,7 @@ impl Answerer {
         let Some(best) = fitting.next() else {
             return Vec::new();
         };
-        if !holds_about(best.fact) {
+        if !holds_all(best.fact, &about) {
             return Vec::new();
         }
         std::iter::once(best)

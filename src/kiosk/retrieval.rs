@@ -494,6 +494,11 @@ impl FactIndex {
         self.df.contains_key(term)
     }
 
+    /// Whether fact `fact` holds the term.
+    pub fn holds(&self, fact: usize, term: &str) -> bool {
+        self.docs.get(fact).is_some_and(|d| d.contains_key(term))
+    }
+
     /// Every fact that shares a term with `text`, best first.
     pub fn rank(&self, text: &str) -> Retrieval {
         let query: BTreeSet<String> = terms(text)
