@@ -237,3 +237,73 @@ impl<'a> Ct2Model<'a> {
             .ok_or_else(|| Ct2Error::Missing(name.into()))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A `model.bin` (binary version 6) holding f32 variables `(name, shape, values)` and
+    /// `(alias, target)` aliases.
+    pub(crate) fn model_bin(vars: &[(&str, &[u32], &[f32])], aliases: &[(&str, &str)]) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u16 + 1).to_le_bytes());
+            out.extend(s.as_bytes());
+            out.push(0);
+        }
+        let mut out = 6u32.to_le_bytes().to_vec();
+        string(&mut out, "WhisperSpec");
+        out.extend(1u32.to_le_bytes());
+        out.extend((vars.len() as u32).to_le_bytes());
+        for (name, shape, values) in vars {
+            string(&mut out, name);
+            out.push(shape.len() as u8);
+            shape.iter().for_each(|d| out.extend(d.to_le_bytes()));
+            out.push(0);
+            out.extend((values.len() as u32 * 4).to_le_bytes());
+            values.iter().for_each(|v| out.extend(v.to_le_bytes()));
+        }
+        out.extend((aliases.len() as u32).to_le_bytes());
+        for (alias, target) in aliases {
+            string(&mut out, alias);
+            string(&mut out, target);
+        }
+        out
+    }
+
+    #[test]
+    fn variables_and_aliases_read_back() {
+        let bytes = model_bin(
+            &[("w", &[2], &[1.5, -2.0]), ("n", &[], &[6.0])],
+            &[("w2", "w")],
+        );
+        let m = Ct2Model::parse(&bytes).unwrap();
+        assert_eq!(m.spec, "WhisperSpec");
+        assert_eq!(m.get("w", &[2]).unwrap(), [1.5, -2.0]);
+        assert_eq!(m.get("w2", &[2]).unwrap(), [1.5, -2.0]);
+        assert_eq!(m.scalar("n").unwrap(), 6.0);
+        assert!(matches!(m.get("w", &[3]), Err(Ct2Error::Shape { .. })));
+    }
+
+    /// Issue 15: every way a file can be cut short, lie about its sizes or point an alias
+    /// nowhere is an error naming it, never a panic.
+    #[test]
+    fn malformed_files_are_errors() {
+        let good = model_bin(&[("w", &[2], &[1.5, -2.0])], &[]);
+        for end in 0..good.len() {
+            assert!(Ct2Model::parse(&good[..end]).is_err(), "cut at {end}");
+        }
+        let mut version = good.clone();
+        version[0] = 9;
+        assert!(matches!(
+            Ct2Model::parse(&version),
+            Err(Ct2Error::Version(9))
+        ));
+        let lying = model_bin(&[("w", &[3], &[1.5, -2.0])], &[]);
+        let err = Ct2Model::parse(&lying).unwrap_err().to_string();
+        assert!(err.contains("'w'") && err.contains("do not hold"), "{err}");
+        let huge = model_bin(&[("w", &[u32::MAX, u32::MAX, u32::MAX], &[1.0])], &[]);
+        assert!(Ct2Model::parse(&huge).is_err());
+        let nowhere = model_bin(&[("w", &[2], &[1.5, -2.0])], &[("v", "gone")]);
+        assert!(matches!(Ct2Model::parse(&nowhere), Err(Ct2Error::Missing(t)) if t == "gone"));
+    }
+}

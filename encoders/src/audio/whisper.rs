@@ -597,3 +597,28 @@ fn log_softmax_at(logits: &[f32], i: usize) -> f32 {
         .get(i)
         .map_or(f32::NEG_INFINITY, |l| l - max - z.ln())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ct2::tests::model_bin;
+
+    /// Issue 15: `num_heads = 0` would divide by zero sizing the heads.
+    #[test]
+    fn a_head_count_that_does_not_divide_the_width_is_refused() {
+        for heads in [0.0, 5.0] {
+            let bytes = model_bin(
+                &[
+                    ("encoder/conv1/bias", &[4], &[0.0; 4]),
+                    ("encoder/num_heads", &[], &[heads]),
+                ],
+                &[],
+            );
+            let model = Ct2Model::parse(&bytes).unwrap();
+            let err = Whisper::load(&model, &Device::flex())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("num_heads"), "{err}");
+        }
+    }
+}
