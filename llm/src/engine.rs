@@ -193,24 +193,7 @@ impl Llm {
         session: &mut Session,
         segments: &[Segment],
     ) -> Result<Vec<f32>, LlmError> {
-        let rows = self.prompt_rows(session, segments)?;
-        let d = self.model.d_model();
-        let mut logits = None;
-        for chunk in rows.chunks(PREFILL_CHUNK * d) {
-            let x = Tensor::<3>::from_data(
-                TensorData::new(chunk.to_vec(), [1, chunk.len() / d, d]),
-                &self.device,
-            );
-            // On a pool thread, the kernels' parallel loops start without waking the caller
-            // through a latch for every matrix product.
-            logits = Some(rayon::scope(|_| self.model.forward(x, &mut session.cache)));
-        }
-        for segment in segments {
-            if let Segment::Tokens(ids) = segment {
-                session.history.extend_from_slice(ids);
-            }
-        }
-        Ok(to_vec(logits.expect("at least one chunk")))
+        self.feed(session, segments, Llama::forward)
     }
 
     /// Feeds a prompt after what `session` holds and returns the last position's hidden
@@ -220,12 +203,35 @@ impl Llm {
         session: &mut Session,
         segments: &[Segment],
     ) -> Result<Vec<f32>, LlmError> {
+        self.feed(session, segments, Llama::forward_hidden)
+    }
+
+    /// Runs a prompt through the model in chunks after what `session` holds, recording its
+    /// tokens, and returns what `last` reads from the final chunk.
+    fn feed(
+        &self,
+        session: &mut Session,
+        segments: &[Segment],
+        last: impl Fn(&Llama, Tensor<3>, &mut KvCache) -> Tensor<2> + Sync,
+    ) -> Result<Vec<f32>, LlmError> {
         let rows = self.prompt_rows(session, segments)?;
         let d = self.model.d_model();
-        let n = rows.len() / d;
-        let x = Tensor::<3>::from_data(TensorData::new(rows, [1, n, d]), &self.device);
-        let h = rayon::scope(|_| self.model.forward_hidden(x, &mut session.cache));
-        Ok(to_vec(h))
+        let mut out = None;
+        for chunk in rows.chunks(PREFILL_CHUNK * d) {
+            let x = Tensor::<3>::from_data(
+                TensorData::new(chunk.to_vec(), [1, chunk.len() / d, d]),
+                &self.device,
+            );
+            // On a pool thread, the kernels' parallel loops start without waking the caller
+            // through a latch for every matrix product.
+            out = Some(rayon::scope(|_| last(&self.model, x, &mut session.cache)));
+        }
+        for segment in segments {
+            if let Segment::Tokens(ids) = segment {
+                session.history.extend_from_slice(ids);
+            }
+        }
+        Ok(to_vec(out.expect("at least one chunk")))
     }
 
     /// A prompt's embedding rows, an error when it is empty or does not fit after what

@@ -312,13 +312,6 @@ const MODIFIERS: &[&str] = &[
     "hour",
     "minute",
     "moment",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
     "late",
     "later",
     "early",
@@ -362,12 +355,28 @@ const MODIFIERS: &[&str] = &[
     "price",
 ];
 
+/// The days of the week: a modifier, and a claim when an answer names one.
+pub const DAYS: &[&str] = &[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// Whether a word or term is a day of the week.
+pub fn is_day(word: &str) -> bool {
+    DAYS.contains(&word) || DAYS.contains(&stem(word).as_str())
+}
+
 /// How much a modifier weighs in ranking, against 1 for other terms.
 const MODIFIER_WEIGHT: f32 = 0.5;
 
 /// Whether a word or term only narrows a question down: [`MODIFIERS`].
 pub fn is_modifier(word: &str) -> bool {
-    MODIFIERS.contains(&word) || MODIFIERS.contains(&stem(word).as_str())
+    MODIFIERS.contains(&word) || MODIFIERS.contains(&stem(word).as_str()) || is_day(word)
 }
 
 /// Whether a word (or a folded term: "wants", "when's") carries no topic.
