@@ -1,6 +1,6 @@
 //! percept's encoders, in burn: what a frame shows ([`vision`]: EfficientNet-Lite0) and
-//! what a microphone hears ([`audio`]: Whisper's log-mel so far; Silero VAD and Whisper are
-//! the audio issue's). They know nothing of the pipeline or the language model: the root
+//! what a microphone hears ([`audio`]: log-mel, Silero VAD, Whisper) and what a sentence
+//! means ([`text`]: MiniLM). They know nothing of the pipeline or the language model: the root
 //! package wraps them as stages, `fusion` turns their outputs into prefix embeddings.
 //!
 //! Weight formats each have one reader: [`torch_pickle`] (legacy torch pickle), [`ct2`]
@@ -12,6 +12,7 @@ pub mod audio;
 pub mod ct2;
 pub mod half_matvec;
 pub mod onnx;
+pub mod text;
 pub mod tfjs;
 pub mod torch_pickle;
 pub mod vision;
