@@ -30,10 +30,8 @@ pub struct KioskEvalArgs {
     /// List every case, not only the ones that went wrong.
     #[arg(long)]
     pub all: bool,
-    /// Below this coverage of a question by its best fact the kiosk abstains (as `percept
-    /// kiosk --min-coverage`).
-    #[arg(long, default_value_t = AnswerConfig::default().min_coverage)]
-    pub min_coverage: f32,
+    #[command(flatten)]
+    pub grounding: crate::kiosk_cmd::GroundingArgs,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -75,11 +73,8 @@ pub fn run(command: EvalCommand) -> Result<()> {
         Ok(t.transcribe(&samples).text)
     };
     let transcribe: Option<eval::Transcribe> = transcriber.as_ref().map(|_| &transcribe as _);
+    let config = args.grounding.apply(AnswerConfig::default(), &llm.device)?;
     for set in &sets {
-        let config = AnswerConfig {
-            min_coverage: args.min_coverage,
-            ..AnswerConfig::default()
-        };
         let report = eval::run(set, &llm, &config, transcribe)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);

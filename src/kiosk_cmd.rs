@@ -64,10 +64,8 @@ pub struct KioskArgs {
     /// question does for the utterance to count as that command.
     #[arg(long, default_value_t = AnswerConfig::default().command_margin)]
     pub command_margin: f32,
-    /// Below this share of a question's word weight held by its best fact, the kiosk says
-    /// its fallback line instead of answering (0 to 1).
-    #[arg(long, default_value_t = AnswerConfig::default().min_coverage)]
-    pub min_coverage: f32,
+    #[command(flatten)]
+    pub grounding: GroundingArgs,
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = AnswerConfig::default().max_tokens)]
     pub max_tokens: usize,
@@ -76,6 +74,52 @@ pub struct KioskArgs {
     pub json: bool,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// How facts are ranked against a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ranking {
+    /// By meaning: a sentence encoder (all-MiniLM-L6-v2), shared words as a tie-breaker.
+    Meaning,
+    /// By shared words alone (BM25 over folded words).
+    Words,
+}
+
+/// How the kiosk finds the facts for a question and when it says its fallback line
+/// instead (`percept kiosk` and `percept eval kiosk`).
+#[derive(Args, Debug, Clone)]
+pub struct GroundingArgs {
+    /// How facts are ranked against a question.
+    #[arg(long, value_enum, default_value_t = Ranking::Meaning)]
+    pub ranking: Ranking,
+    /// Ranking by meaning: below this support of a question by its best fact (similarity
+    /// plus 0.3 x shared-word coverage) the kiosk says its fallback line.
+    #[arg(long, default_value_t = AnswerConfig::default().min_support)]
+    pub min_support: f32,
+    /// Ranking by words: below this share of a question's word weight held by its best
+    /// fact, the kiosk says its fallback line (0 to 1).
+    #[arg(long, default_value_t = AnswerConfig::default().min_coverage)]
+    pub min_coverage: f32,
+}
+
+impl GroundingArgs {
+    /// `config` with these choices, the sentence encoder loaded on `device` if asked for.
+    pub fn apply(
+        &self,
+        config: AnswerConfig,
+        device: &burn::tensor::Device,
+    ) -> Result<AnswerConfig> {
+        let encoder = match self.ranking {
+            Ranking::Meaning => Some(percept::kiosk::sentence_encoder(device)?),
+            Ranking::Words => None,
+        };
+        Ok(AnswerConfig {
+            min_coverage: self.min_coverage,
+            min_support: self.min_support,
+            encoder,
+            ..config
+        })
+    }
 }
 
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/kiosk/museum.toml");
@@ -131,12 +175,14 @@ pub fn run(args: KioskArgs) -> Result<()> {
         )),
     };
     let llm = Arc::new(crate::llm_cmd::load_on(&args.model, &device)?);
-    let config = AnswerConfig {
-        command_margin: args.command_margin,
-        max_tokens: args.max_tokens,
-        min_coverage: args.min_coverage,
-        ..AnswerConfig::default()
-    };
+    let config = args.grounding.apply(
+        AnswerConfig {
+            command_margin: args.command_margin,
+            max_tokens: args.max_tokens,
+            ..AnswerConfig::default()
+        },
+        &device,
+    )?;
     let answerer = Answerer::new(llm, &knowledge, config)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
 
@@ -308,6 +354,7 @@ fn answer_stage(
             writeln!(out, "{}", show(&a))?;
         }
         ctx.record_latency(ended);
+        percept::memory::give_back_freed();
     }
     Ok(())
 }

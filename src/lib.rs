@@ -4,6 +4,7 @@
 pub mod describe;
 pub mod device;
 pub mod kiosk;
+pub mod memory;
 pub mod models;
 pub mod speech;
 pub mod vision;

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use encoders::text::{MiniLm, SentenceEmbedding};
 use encoders::vision::Scene;
 use fusion::prompt::{FramedPrompt, PrefixCache};
 use fusion::speech::{Utterance, UtteranceProjector};
@@ -44,8 +45,14 @@ pub struct AnswerConfig {
     /// A fact after the first goes into the prompt when its BM25 score is at least this
     /// share of the first's.
     pub second_fact_ratio: f32,
-    /// Below this coverage of the question by its best fact, the kiosk abstains.
+    /// Below this coverage of the question by its best fact, the kiosk abstains (ranking
+    /// by words alone).
     pub min_coverage: f32,
+    /// The sentence encoder that ranks facts by meaning; `None` ranks by words alone (BM25).
+    pub encoder: Option<Arc<MiniLm>>,
+    /// Ranking by meaning: below this score of the chosen fact (its similarity plus
+    /// [`super::retrieval::COVERAGE_WEIGHT`] times its coverage) the kiosk abstains.
+    pub min_support: f32,
 }
 
 impl Default for AnswerConfig {
@@ -59,6 +66,8 @@ impl Default for AnswerConfig {
             candidates: 3,
             second_fact_ratio: 0.6,
             min_coverage: 0.15,
+            encoder: None,
+            min_support: 0.3,
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct Grounding {
     pub facts: Vec<usize>,
     /// How much of the question the best fact covers, 0 to 1.
     pub coverage: f32,
+    /// The cosine of the question's and the chosen fact's embeddings (ranking by meaning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
     /// The kind of answer the question wants.
     pub wanted: Wanted,
     /// The things the question names that no fact holds (a reason to abstain).
@@ -118,6 +130,8 @@ pub struct Answerer {
     config: AnswerConfig,
     facts: Vec<String>,
     index: FactIndex,
+    /// The facts' sentence embeddings, when `config.encoder` is given.
+    meanings: Vec<SentenceEmbedding>,
     /// The names the facts hold, as terms: see [`names_of`].
     names: BTreeSet<String>,
     fallback: String,
@@ -146,7 +160,12 @@ impl Answerer {
         let router = (!commands.is_empty())
             .then(|| Router::new(&llm, &commands, &knowledge.name, config.command_margin))
             .transpose()?;
+        let meanings = match &config.encoder {
+            Some(encoder) => encoder.embed_all(&facts)?,
+            None => Vec::new(),
+        };
         Ok(Answerer {
+            meanings,
             index: FactIndex::new(&facts).ignoring(&knowledge.name),
             names: names_of(&facts),
             facts,
@@ -262,18 +281,30 @@ impl Answerer {
         scene: Option<&Scene>,
         on_text: &mut impl FnMut(&str),
     ) -> Result<(String, Grounding)> {
-        let retrieval = self.index.rank(question);
+        let mut retrieval = self.index.rank(question);
+        if let Some(encoder) = &self.config.encoder {
+            let asked = encoder.embed(question)?;
+            let similarities: Vec<f32> =
+                self.meanings.iter().map(|m| m.similarity(&asked)).collect();
+            retrieval = retrieval.by_meaning(&similarities);
+        }
         let wanted = asked::wanted(question);
         let chosen = self.chosen(&retrieval, question, wanted);
         let things = asked::unknown_things(question, &retrieval.unknown);
-        let coverage = chosen
+        let hit = chosen
             .first()
-            .and_then(|&f| retrieval.hits.iter().find(|h| h.fact == f))
-            .map_or(0.0, |h| h.coverage);
+            .and_then(|&f| retrieval.hits.iter().find(|h| h.fact == f));
+        let coverage = hit.map_or(0.0, |h| h.coverage);
+        let similarity = hit.and_then(|h| h.similarity);
+        let supported = match similarity {
+            Some(_) => hit.is_some_and(|h| h.score >= self.config.min_support),
+            None => coverage >= self.config.min_coverage,
+        };
         let mut grounding = Grounding {
             source: Source::Fallback,
             facts: chosen.clone(),
             coverage,
+            similarity,
             wanted,
             unknown: things.clone(),
             rejected: None,
@@ -283,11 +314,7 @@ impl Answerer {
             .iter()
             .filter(|n| !n.ends_with("day"))
             .any(|n| terms(n).iter().any(|t| !self.index.knows(t)));
-        if chosen.is_empty()
-            || coverage < self.config.min_coverage
-            || unknown_name
-            || !things.is_empty()
-        {
+        if chosen.is_empty() || !supported || unknown_name || !things.is_empty() {
             on_text(&self.fallback);
             return Ok((self.fallback.clone(), grounding));
         }

@@ -16,6 +16,7 @@
 
 use super::grounding::names;
 use super::retrieval::{is_modifier, is_stopword, terms, words};
+use super::routing::asked_part;
 
 /// The kind of answer a question wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -165,6 +166,15 @@ const BEFORE_A_VERB: &[&str] = &[
     "we're", "you're", "they're", "i've", "we've",
 ];
 
+/// Words of amount and the particles of phrasal verbs ("how many", "a few hours", "drop
+/// off", "come back"): they say how much or which way, never what.
+const AMOUNTS_AND_PARTICLES: &[&str] = &[
+    "many", "few", "much", "more", "most", "some", "lot", "lots", "back", "off", "out", "up",
+    "down", "away", "over", "along", "isn't", "aren't", "earliest", "latest", "showing", "show",
+];
+
+const PREPOSITIONS: &[&str] = &["on", "with", "for", "from", "in", "at", "by", "about"];
+
 /// The kind of answer `question` wants.
 pub fn wanted(question: &str) -> Wanted {
     let w = words(question);
@@ -214,18 +224,25 @@ pub fn gives(fact: &str, kind: Wanted) -> bool {
 /// The terms of `question` that no fact holds and that name a thing rather than an action
 /// (see the module's doc): `unknown` is the retrieval's list of terms no fact holds.
 pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
-    let w = words(question);
+    let w = words(asked_part(question));
     let mut things = Vec::new();
     for (i, word) in w.iter().enumerate() {
         let Some(term) = terms(word).into_iter().next() else {
             continue;
         };
-        let narrows = is_modifier(word) || is_modifier(&term);
+        let narrows = is_modifier(word)
+            || is_modifier(&term)
+            || AMOUNTS_AND_PARTICLES.contains(&word.as_str());
         if !unknown.contains(&term) || is_number(word) || narrows || is_stopword(&term) {
             continue;
         }
         let verb = i > 0 && BEFORE_A_VERB.contains(&w[i - 1].as_str());
-        if !verb && !things.contains(&term) {
+        // "on my laptop", "with my parents": the visitor's own things, the circumstances
+        // of the question rather than what it asks for ("leave my coat" still asks).
+        let own = i > 1
+            && matches!(w[i - 1].as_str(), "my" | "our")
+            && PREPOSITIONS.contains(&w[i - 2].as_str());
+        if !verb && !own && !things.contains(&term) {
             things.push(term);
         }
     }

@@ -23,3 +23,32 @@ pub mod routing;
 
 pub use answer::{AnswerConfig, Answerer, Reply};
 pub use knowledge::Knowledge;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use burn::tensor::Device;
+use encoders::text::{MiniLm, MiniLmConfig};
+
+/// The sentence encoder that ranks a knowledge file's facts by meaning (all-MiniLM-L6-v2,
+/// from the model cache).
+pub fn sentence_encoder(device: &Device) -> Result<Arc<MiniLm>> {
+    let files = crate::models::require_all("all-minilm-l6-v2")?;
+    let find = |end: &str| {
+        files
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(end))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "all-minilm-l6-v2 has no {end}: run `percept models pull all-minilm-l6-v2`"
+                )
+            })
+    };
+    let encoder = MiniLm::load(
+        find("model.safetensors")?,
+        find("vocab.txt")?,
+        MiniLmConfig::default(),
+        device,
+    )?;
+    Ok(Arc::new(encoder))
+}

@@ -413,6 +413,10 @@ pub struct Hit {
     pub score: f32,
     /// Share of the utterance's term weight that the fact holds, 0 to 1.
     pub coverage: f32,
+    /// Cosine of the utterance's and the fact's sentence embeddings, when ranked by
+    /// meaning ([`Retrieval::by_meaning`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
 }
 
 /// Facts ranked against an utterance, best first (facts sharing no term are left out).
@@ -432,7 +436,41 @@ impl Retrieval {
     pub fn coverage(&self) -> f32 {
         self.best().map_or(0.0, |h| h.coverage)
     }
+
+    /// Every fact ranked by meaning: `score = similarity + COVERAGE_WEIGHT * coverage`,
+    /// the cosine of the sentence embeddings ([`encoders::text::MiniLm`]) with the shared
+    /// words as a tie-breaker. Words alone miss a question put in other words ("where can I
+    /// wash my hands" shares none with "Toilets are in the basement"); meaning alone ranks
+    /// "check-out is by 11" first for "what time can we check in", and the words then
+    /// decide nothing either: the kind and the names asked for do ([`super::asked`]).
+    pub fn by_meaning(self, similarities: &[f32]) -> Retrieval {
+        let coverage = |fact: usize| {
+            self.hits
+                .iter()
+                .find(|h| h.fact == fact)
+                .map_or(0.0, |h| h.coverage)
+        };
+        let mut hits: Vec<Hit> = similarities
+            .iter()
+            .enumerate()
+            .map(|(fact, &sim)| Hit {
+                fact,
+                score: sim + COVERAGE_WEIGHT * coverage(fact),
+                coverage: coverage(fact),
+                similarity: Some(sim),
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.fact.cmp(&b.fact)));
+        Retrieval {
+            hits,
+            unknown: self.unknown,
+        }
+    }
 }
+
+/// How much the share of shared words adds to a fact's similarity in
+/// [`Retrieval::by_meaning`].
+pub const COVERAGE_WEIGHT: f32 = 0.3;
 
 /// The facts of a knowledge file, indexed for BM25.
 #[derive(Debug, Clone)]
@@ -539,6 +577,7 @@ impl FactIndex {
                     fact: i,
                     score,
                     coverage: if total > 0.0 { held / total } else { 0.0 },
+                    similarity: None,
                 });
             }
         }

@@ -115,6 +115,25 @@ pub fn form(text: &str) -> Form {
     }
 }
 
+/// The part of `text` that asks: from the last clause shaped as a question or request
+/// when the first is a remark ("my son wants to see the t-rex, where do we go" asks
+/// "where do we go"), else the whole text. The remark is context for finding the fact; the
+/// question is what must be answered.
+pub fn asked_part(text: &str) -> &str {
+    if matches!(first_clause_form(text), Form::Question | Form::Request) {
+        return text;
+    }
+    let mut at = None;
+    let mut start = 0;
+    for clause in text.split_inclusive([',', ';']) {
+        if start > 0 && asked_in_clause(clause).is_some() {
+            at = Some(start);
+        }
+        start += clause.len();
+    }
+    at.map_or(text, |i| text[i..].trim_start())
+}
+
 /// The form of a clause after the first when it is shaped as a question (a question word
 /// and an auxiliary, "when's", "how much", or an auxiliary and its subject) or as a request
 /// ("can you ..."); a clause such as "when the train came" is neither.
@@ -494,6 +513,25 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_asked_part_is_the_question_after_a_remark() {
+        assert_eq!(
+            asked_part("my son wants to see the t-rex, where do we go"),
+            "where do we go"
+        );
+        assert_eq!(
+            asked_part(
+                "hello, could you tell me please, we're coming on sunday, until what time are you open"
+            ),
+            "hello, could you tell me please, we're coming on sunday, until what time are you open"
+        );
+        assert_eq!(
+            asked_part("It was late, when the train came."),
+            "It was late, when the train came."
+        );
+        assert_eq!(asked_part("where is the cafe"), "where is the cafe");
+    }
 
     #[test]
     fn a_question_after_a_remark_still_asks() {

@@ -10,18 +10,21 @@
 //! ```
 //!
 //! Memory: the kiosk shares a 300 MiB budget with the language model and Whisper, so the
-//! layers' matrices are kept in f16 (21 MB instead of 42) and widened to f32 one layer at a
-//! time for the product; the word-embedding table (30522 rows, 47 MB in f32) is read row
-//! by row from the memory-mapped file, so only the rows of words actually seen are resident.
+//! encoder keeps only its norms, biases and positions (1 MB): each layer's matrices (7 MB)
+//! are read from the file when the layer runs and dropped after it, and the word-embedding
+//! table (30522 rows, 47 MB) is read row by row. A question costs 42 MB of reads, from the
+//! page cache once the file has been read (about 10 ms at two threads); the facts of a
+//! knowledge file are embedded together, one read for all ([`MiniLm::embed_all`]).
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
@@ -81,59 +84,131 @@ impl SentenceEmbedding {
     }
 }
 
-/// `y = x Wᵀ + b` with W `[out, in]` kept in f16.
+/// Where a tensor's bytes are in the file.
 #[derive(Debug, Clone)]
-struct HalfLinear {
-    weight: Vec<f16>,
+struct Stored {
+    /// Byte offset from the start of the file.
+    offset: u64,
+    dtype: Dtype,
+    elements: usize,
+}
+
+impl Stored {
+    /// The values, read from `file` now, through a small buffer (the only large allocation
+    /// is the result).
+    fn read(&self, file: &File) -> std::io::Result<Vec<f32>> {
+        let width = if self.dtype == Dtype::F32 { 4 } else { 2 };
+        let mut out = Vec::with_capacity(self.elements);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let (mut at, total) = (0, (self.elements * width) as u64);
+        while at < total {
+            let n = (total - at).min(READ_CHUNK as u64) as usize;
+            file.read_exact_at(&mut chunk[..n], self.offset + at)?;
+            out.extend(to_floats(self.dtype, &chunk[..n]));
+            at += n as u64;
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes read at a time (a multiple of every dtype's width).
+const READ_CHUNK: usize = 1 << 16;
+
+/// `y = x Wᵀ + b`, W `[out, in]` read from the file for each use.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Stored,
     bias: Vec<f32>,
     d_in: usize,
 }
 
-impl HalfLinear {
+impl Linear {
+    /// W `[out, in]`, read now.
+    fn weight(&self, file: &File, device: &Device) -> std::io::Result<Tensor<2>> {
+        let w = self.weight.read(file)?;
+        Ok(Tensor::from_data(
+            TensorData::new(w, [self.bias.len(), self.d_in]),
+            device,
+        ))
+    }
+
+    /// `x Wᵀ + b`, as `(W xᵀ)ᵀ`: only the small activations are transposed, never W.
+    ///
     /// # Shapes
-    /// - x `[n, in]` -> `[n, out]`
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        let d_out = self.bias.len();
-        let mut w = vec![0f32; self.weight.len()];
-        self.weight.convert_to_f32_slice(&mut w);
-        let w = Tensor::<2>::from_data(TensorData::new(w, [d_out, self.d_in]), &device);
-        let b = Tensor::<1>::from_data(TensorData::new(self.bias.clone(), [d_out]), &device);
-        x.matmul(w.transpose()) + b.unsqueeze()
+    /// - x `[n, in]`, w `[out, in]` -> `[n, out]`
+    fn apply(&self, x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
+        let b = Tensor::<1>::from_data(
+            TensorData::new(self.bias.clone(), [self.bias.len()]),
+            &x.device(),
+        );
+        w.clone().matmul(x.transpose()).transpose() + b.unsqueeze()
     }
 }
 
 /// One post-norm transformer layer of BERT.
 #[derive(Debug, Clone)]
 struct Layer {
-    query: HalfLinear,
-    key: HalfLinear,
-    value: HalfLinear,
-    out: HalfLinear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    out: Linear,
     attn_norm: LayerNorm,
-    up: HalfLinear,
-    down: HalfLinear,
+    up: Linear,
+    down: Linear,
     ffn_norm: LayerNorm,
 }
 
 impl Layer {
-    /// `x = LN(x + O · softmax(Q Kᵀ / √dₕ) V)`, then `x = LN(x + W₂ GELU(W₁ x))`; every
-    /// position sees every other (one sentence, no padding, no mask).
+    /// `x = LN(x + O · softmax(Q Kᵀ / √dₕ) V)`, then `x = LN(x + W₂ GELU(W₁ x))`, for each
+    /// sentence (every position sees every other: one sentence, no padding, no mask). Each
+    /// matrix is read once for all the sentences, and dropped before the next is read.
     ///
     /// # Shapes
-    /// - x `[n, d]` -> `[n, d]`
-    fn forward(&self, x: Tensor<2>, heads: usize) -> Tensor<2> {
-        let [n, d] = x.dims();
-        let hd = d / heads;
-        let split = |t: Tensor<2>| t.reshape([n, heads, hd]).swap_dims(0, 1);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(1, 2)) / (hd as f64).sqrt();
-        let attended = softmax(scores, 2).matmul(v).swap_dims(0, 1).reshape([n, d]);
-        let x = self.attn_norm.forward(x + self.out.forward(attended));
-        let h = self.down.forward(gelu(self.up.forward(x.clone())));
-        self.ffn_norm.forward(x + h)
+    /// - each x `[n, d]` -> `[n, d]`
+    fn forward(
+        &self,
+        xs: Vec<Tensor<2>>,
+        heads: usize,
+        file: &File,
+    ) -> std::io::Result<Vec<Tensor<2>>> {
+        let Some(device) = xs.first().map(|x| x.device()) else {
+            return Ok(xs);
+        };
+        let each = |l: &Linear, inputs: &[Tensor<2>]| -> std::io::Result<Vec<Tensor<2>>> {
+            let w = l.weight(file, &device)?;
+            Ok(inputs.iter().map(|x| l.apply(x.clone(), &w)).collect())
+        };
+        let (q, k, v) = (
+            each(&self.query, &xs)?,
+            each(&self.key, &xs)?,
+            each(&self.value, &xs)?,
+        );
+        let attended: Vec<Tensor<2>> = q
+            .into_iter()
+            .zip(k)
+            .zip(v)
+            .map(|((q, k), v)| {
+                let [n, d] = q.dims();
+                let hd = d / heads;
+                let split = |t: Tensor<2>| t.reshape([n, heads, hd]).swap_dims(0, 1);
+                let scores = split(q).matmul(split(k).swap_dims(1, 2)) / (hd as f64).sqrt();
+                softmax(scores, 2)
+                    .matmul(split(v))
+                    .swap_dims(0, 1)
+                    .reshape([n, d])
+            })
+            .collect();
+        let xs: Vec<Tensor<2>> = xs
+            .into_iter()
+            .zip(each(&self.out, &attended)?)
+            .map(|(x, o)| self.attn_norm.forward(x + o))
+            .collect();
+        let hidden: Vec<Tensor<2>> = each(&self.up, &xs)?.into_iter().map(gelu).collect();
+        Ok(xs
+            .into_iter()
+            .zip(each(&self.down, &hidden)?)
+            .map(|(x, h)| self.ffn_norm.forward(x + h))
+            .collect())
     }
 }
 
@@ -141,11 +216,10 @@ impl Layer {
 #[derive(Debug)]
 pub struct MiniLm {
     vocab: WordPiece,
-    /// The safetensors file, for the word-embedding rows.
-    file: Mmap,
-    /// Byte offset of the word-embedding table in `file`, and its dtype.
-    words_at: usize,
-    words_dtype: Dtype,
+    /// The safetensors file: the layers' matrices and the word rows are read from it when
+    /// used (see the module's note on memory).
+    file: File,
+    words: Stored,
     rows: usize,
     d: usize,
     /// `[positions, d]` plus the type-0 row, summed once.
@@ -169,31 +243,27 @@ impl MiniLm {
             path: path.clone(),
             source,
         };
-        let file = std::fs::File::open(model).map_err(io)?;
+        let file = File::open(model).map_err(io)?;
         // SAFETY: the file is only read; percept does not write model files while running.
-        let file = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let st = SafeTensors::deserialize(&file).map_err(|e| MiniLmError::Format {
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| MiniLmError::Format {
             path: path.clone(),
             what: e.to_string(),
         })?;
         let w = Reader {
             st: &st,
+            base: map.as_ptr() as usize,
             path: &path,
             device,
             eps: config.layer_norm_eps,
         };
-        let words = w.view("embeddings.word_embeddings.weight")?;
-        let [rows, d] = match words.shape() {
-            &[r, d] if r > 0 && d > 0 && d % config.heads == 0 => [r, d],
-            s => return Err(w.shape_error("embeddings.word_embeddings.weight", s, &[30522, 384])),
+        let name = "embeddings.word_embeddings.weight";
+        let shape = w.view(name)?.shape().to_vec();
+        let [rows, d] = match shape[..] {
+            [r, d] if r >= vocab.len() && d > 0 && d % config.heads == 0 => [r, d],
+            _ => return Err(w.shape_error(name, &shape, &[vocab.len(), 384])),
         };
-        if rows > vocab.len().max(1) * 2 {
-            // The table must cover the vocabulary; far more rows than tokens is another model.
-            return Err(w.shape_error("embeddings.word_embeddings.weight", words.shape(), &[vocab.len(), d]));
-        }
-        w.dtype_of("embeddings.word_embeddings.weight", words.dtype())?;
-        let words_at = words.data().as_ptr() as usize - file.as_ptr() as usize;
-        let words_dtype = words.dtype();
+        let words = w.stored(name, &[rows, d])?;
         let max_pos = w.view("embeddings.position_embeddings.weight")?.shape()[0];
         let mut positions = w.floats("embeddings.position_embeddings.weight", &[max_pos, d])?;
         let types = w.floats("embeddings.token_type_embeddings.weight", &[2, d])?;
@@ -202,7 +272,10 @@ impl MiniLm {
         }
         let embed_norm = w.norm("embeddings.LayerNorm", d)?;
         let layers = (0..)
-            .take_while(|i| st.tensor(&format!("encoder.layer.{i}.attention.self.query.weight")).is_ok())
+            .take_while(|i| {
+                st.tensor(&format!("encoder.layer.{i}.attention.self.query.weight"))
+                    .is_ok()
+            })
             .map(|i| w.layer(&format!("encoder.layer.{i}."), d))
             .collect::<Result<Vec<_>, _>>()?;
         let config = MiniLmConfig {
@@ -212,8 +285,7 @@ impl MiniLm {
         Ok(MiniLm {
             vocab,
             file,
-            words_at,
-            words_dtype,
+            words,
             rows,
             d,
             positions,
@@ -226,36 +298,81 @@ impl MiniLm {
 
     /// The sentence's embedding: the mean of the last layer over every token (the frame
     /// included, as sentence-transformers pools), scaled to unit length.
-    pub fn embed(&self, text: &str) -> SentenceEmbedding {
+    pub fn embed(&self, text: &str) -> Result<SentenceEmbedding, MiniLmError> {
+        Ok(self.embed_all(&[text])?.remove(0))
+    }
+
+    /// [`MiniLm::embed`] of each text, reading the weights once for all of them.
+    pub fn embed_all<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<SentenceEmbedding>, MiniLmError> {
+        let io = |source| MiniLmError::Io {
+            path: "the sentence encoder's model.safetensors".into(),
+            source,
+        };
+        let mut xs = texts
+            .iter()
+            .map(|t| self.embedded(t.as_ref()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io)?;
+        for layer in &self.layers {
+            xs = layer
+                .forward(xs, self.config.heads, &self.file)
+                .map_err(io)?;
+        }
+        Ok(xs.into_iter().map(pooled).collect())
+    }
+
+    /// The tokens' embeddings after the first norm.
+    ///
+    /// # Shapes
+    /// - `[n, d]`, n the tokens with `[CLS]` and `[SEP]`
+    fn embedded(&self, text: &str) -> std::io::Result<Tensor<2>> {
         let ids = self.vocab.encode(text, self.config.max_tokens);
         let n = ids.len();
         let mut x = Vec::with_capacity(n * self.d);
         for (pos, &id) in ids.iter().enumerate() {
             let at = x.len();
-            x.extend(self.word_row(id as usize));
+            x.extend(self.word_row(id as usize)?);
             let p = &self.positions[pos * self.d..(pos + 1) * self.d];
             x[at..].iter_mut().zip(p).for_each(|(v, p)| *v += p);
         }
-        let mut x = self
-            .embed_norm
-            .forward(Tensor::from_data(TensorData::new(x, [n, self.d]), &self.device));
-        for layer in &self.layers {
-            x = layer.forward(x, self.config.heads);
-        }
-        let mean: Vec<f32> = x.mean_dim(0).into_data().try_to_vec::<f32>().unwrap_or_default();
-        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        SentenceEmbedding(mean.into_iter().map(|v| v / norm).collect())
+        Ok(self.embed_norm.forward(Tensor::from_data(
+            TensorData::new(x, [n, self.d]),
+            &self.device,
+        )))
     }
 
-    /// One row of the word-embedding table, widened to f32 (an id past the table reads
-    /// `[UNK]`'s row).
-    fn word_row(&self, id: usize) -> Vec<f32> {
-        let id = if id < self.rows { id } else { self.vocab.unk as usize };
-        let width = if self.words_dtype == Dtype::F32 { 4 } else { 2 };
-        let at = self.words_at + id * self.d * width;
-        let bytes = &self.file[at..at + self.d * width];
-        to_floats(self.words_dtype, bytes)
+    /// One row of the word-embedding table (an id past the table reads `[UNK]`'s).
+    fn word_row(&self, id: usize) -> std::io::Result<Vec<f32>> {
+        let id = if id < self.rows {
+            id
+        } else {
+            self.vocab.unk as usize
+        };
+        let width = if self.words.dtype == Dtype::F32 { 4 } else { 2 };
+        let row = Stored {
+            offset: self.words.offset + (id * self.d * width) as u64,
+            dtype: self.words.dtype,
+            elements: self.d,
+        };
+        row.read(&self.file)
     }
+}
+
+/// The mean over positions, scaled to unit length.
+///
+/// # Shapes
+/// - `[n, d]` -> `[d]`
+fn pooled(x: Tensor<2>) -> SentenceEmbedding {
+    let mean: Vec<f32> = x
+        .mean_dim(0)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    SentenceEmbedding(mean.into_iter().map(|v| v / norm).collect())
 }
 
 /// Little-endian F32, F16 or BF16 bytes as f32.
@@ -279,6 +396,8 @@ fn to_floats(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
 /// Maps the checkpoint's tensor names (Hugging Face `BertModel`'s) onto the layers.
 struct Reader<'a> {
     st: &'a SafeTensors<'a>,
+    /// Where the mapped file starts, to turn a tensor's bytes into a file offset.
+    base: usize,
     path: &'a str,
     device: &'a Device,
     eps: f64,
@@ -324,30 +443,50 @@ impl<'a> Reader<'a> {
         Ok(to_floats(v.dtype(), v.data()))
     }
 
+    /// Where the tensor is in the file, after checking its shape and dtype.
+    fn stored(&self, name: &str, shape: &[usize]) -> Result<Stored, MiniLmError> {
+        let v = self.view(name)?;
+        if v.shape() != shape {
+            return Err(self.shape_error(name, v.shape(), shape));
+        }
+        self.dtype_of(name, v.dtype())?;
+        Ok(Stored {
+            offset: (v.data().as_ptr() as usize - self.base) as u64,
+            dtype: v.dtype(),
+            elements: shape.iter().product(),
+        })
+    }
+
     fn tensor1(&self, name: &str, d: usize) -> Result<Tensor<1>, MiniLmError> {
         let v = self.floats(name, &[d])?;
         Ok(Tensor::from_data(TensorData::new(v, [d]), self.device))
     }
 
     fn norm(&self, p: &str, d: usize) -> Result<LayerNorm, MiniLmError> {
-        let mut n = LayerNormConfig::new(d).with_epsilon(self.eps).init(self.device);
+        let mut n = LayerNormConfig::new(d)
+            .with_epsilon(self.eps)
+            .init(self.device);
         n.gamma = Param::from_tensor(self.tensor1(&format!("{p}.weight"), d)?);
         n.beta = Some(Param::from_tensor(self.tensor1(&format!("{p}.bias"), d)?));
         Ok(n)
     }
 
-    /// `{p}.weight` `[out, in]` (torch layout) in f16, and `{p}.bias`.
-    fn linear(&self, p: &str, d_in: usize, d_out: usize) -> Result<HalfLinear, MiniLmError> {
-        let w = self.floats(&format!("{p}.weight"), &[d_out, d_in])?;
-        Ok(HalfLinear {
-            weight: w.iter().map(|&v| f16::from_f32(v)).collect(),
+    /// `{p}.weight` `[out, in]` (torch layout), left in the file, and `{p}.bias`.
+    fn linear(&self, p: &str, d_in: usize, d_out: usize) -> Result<Linear, MiniLmError> {
+        Ok(Linear {
+            weight: self.stored(&format!("{p}.weight"), &[d_out, d_in])?,
             bias: self.floats(&format!("{p}.bias"), &[d_out])?,
             d_in,
         })
     }
 
     fn layer(&self, p: &str, d: usize) -> Result<Layer, MiniLmError> {
-        let inner = self.view(&format!("{p}intermediate.dense.bias"))?.shape().first().copied().unwrap_or(0);
+        let inner = self
+            .view(&format!("{p}intermediate.dense.bias"))?
+            .shape()
+            .first()
+            .copied()
+            .unwrap_or(0);
         Ok(Layer {
             query: self.linear(&format!("{p}attention.self.query"), d, d)?,
             key: self.linear(&format!("{p}attention.self.key"), d, d)?,

@@ -173,7 +173,8 @@ mod tests {
     use super::*;
 
     fn vocab() -> WordPiece {
-        let lines = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nwhere\ncan\ni\nwash\n##ing\nt\n-\nrex\n,\ncafe\nplay\n";
+        let lines =
+            "[PAD]\n[UNK]\n[CLS]\n[SEP]\nwhere\ncan\ni\nwash\n##ing\nt\n-\nrex\n,\ncafe\nplay\n";
         WordPiece::from_lines(lines).unwrap()
     }
 
