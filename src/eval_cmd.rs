@@ -46,6 +46,7 @@ pub fn run(command: EvalCommand) -> Result<()> {
             "dev2.toml",
             "heldout.toml",
             "heldout2.toml",
+            "heldout3.toml",
             "spoken.toml",
         ]
         .iter()

@@ -171,6 +171,7 @@ const BEFORE_A_VERB: &[&str] = &[
 const AMOUNTS_AND_PARTICLES: &[&str] = &[
     "many", "few", "much", "more", "most", "some", "lot", "lots", "back", "off", "out", "up",
     "down", "away", "over", "along", "isn't", "aren't", "earliest", "latest", "showing", "show",
+    "after", "before",
 ];
 
 const PREPOSITIONS: &[&str] = &["on", "with", "for", "from", "in", "at", "by", "about"];

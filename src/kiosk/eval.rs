@@ -17,8 +17,9 @@
 //! kiosk says its fallback line; a command when the action and every listed argument match;
 //! talk when the kiosk neither acts nor states anything (no answer, or the fallback line).
 //! `fixtures/kiosk/eval/dev.toml`, `dev2.toml` and `heldout.toml` are what the kiosk has
-//! been tuned on; `heldout2.toml` (with a fourth venue, the library) was written blind and
-//! scored before anything was changed for it (README, "Kiosk grounding").
+//! been tuned on; `heldout2.toml` (with a fourth venue, the library) and `heldout3.toml`
+//! (a leisure centre and a clinic) were each written blind and scored before anything was
+//! changed for them (README, "Kiosk grounding").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -161,6 +161,26 @@ const STOPWORDS: &[&str] = &[
     "there",
     "allowed",
     "allow",
+    // Pronouns, connectives and placeholders: "is he ok", "while I wait", "any kind of".
+    "he",
+    "she",
+    "him",
+    "her",
+    "his",
+    "hers",
+    "while",
+    "without",
+    "during",
+    "kind",
+    "sort",
+    "sorry",
+    "thing",
+    "things",
+    "stuff",
+    "something",
+    "anybody",
+    "still",
+    "yet",
 ];
 
 /// Everyday words folded onto one form, so that "loo" finds the toilets and "cab" the taxi

@@ -134,6 +134,9 @@ pub fn asked_part(text: &str) -> &str {
     at.map_or(text, |i| text[i..].trim_start())
 }
 
+/// Prepositions that may come before a question word in a clause.
+const LEADING_PREPOSITIONS: &[&str] = &["by", "until", "till", "at", "from", "on", "to", "for"];
+
 /// The form of a clause after the first when it is shaped as a question (a question word
 /// and an auxiliary, "when's", "how much", or an auxiliary and its subject) or as a request
 /// ("can you ..."); a clause such as "when the train came" is neither.
@@ -144,6 +147,15 @@ fn asked_in_clause(clause: &str) -> Option<Form> {
         .map(String::as_str)
         .skip_while(|w| OPENERS.contains(w))
         .collect();
+    // A preposition may lead the question word: "by what time", "from which platform".
+    let ws = match ws.as_slice() {
+        [p, wh, rest @ ..] if LEADING_PREPOSITIONS.contains(p) && WH.contains(wh) => {
+            let mut v = vec![*wh];
+            v.extend_from_slice(rest);
+            v
+        }
+        _ => ws,
+    };
     let (first, second) = (*ws.first()?, ws.get(1).copied().unwrap_or(""));
     if matches!(first, "can" | "could" | "would" | "will") && second == "you" {
         return Some(Form::Request);
@@ -158,7 +170,19 @@ fn asked_in_clause(clause: &str) -> Option<Form> {
     let aux_asks = AUXILIARIES.contains(&first)
         && matches!(
             second,
-            "you" | "i" | "we" | "there" | "it" | "they" | "the" | "my"
+            "you"
+                | "i"
+                | "we"
+                | "there"
+                | "it"
+                | "they"
+                | "the"
+                | "my"
+                | "he"
+                | "she"
+                | "this"
+                | "our"
+                | "your"
         );
     (wh_contracted || wh_asks || aux_asks).then_some(Form::Question)
 }
@@ -531,6 +555,14 @@ mod tests {
             "It was late, when the train came."
         );
         assert_eq!(asked_part("where is the cafe"), "where is the cafe");
+        assert_eq!(
+            asked_part("i mustn't eat before the test, by what time is the last meal"),
+            "by what time is the last meal"
+        );
+        assert_eq!(
+            asked_part("my boy wants to swim, is he old enough"),
+            "is he old enough"
+        );
     }
 
     #[test]
