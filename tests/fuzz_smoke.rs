@@ -1,0 +1,218 @@
+//! The fuzz targets' smoke, on stable and in CI: every file reader run over its committed
+//! seeds (`fuzz/seeds/<target>/`) and many deterministic mutations of them (bit flips,
+//! boundary bytes, truncations, repeated and removed runs, the length fields of a header set
+//! to extremes). A reader may refuse any of them; none may panic. The long runs are
+//! libFuzzer's (`fuzz/run.sh`, README "Robustness").
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// xorshift64*: the same mutations on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One mutation of `seed`.
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len());
+        match rng.below(7) {
+            0 if !v.is_empty() => v[at] ^= 1 << rng.below(8),
+            1 if !v.is_empty() => v[at] = [0, 0xff, 0x7f, 0x80, 1][rng.below(5)],
+            2 => v.truncate(at),
+            3 if !v.is_empty() => {
+                let end = (at + 1 + rng.below(64)).min(v.len());
+                let run = v[at..end].to_vec();
+                v.splice(at..at, run);
+            }
+            4 if !v.is_empty() => {
+                let end = (at + 1 + rng.below(64)).min(v.len());
+                v.drain(at..end);
+            }
+            // A 4- or 8-byte little-endian field set to an extreme: the lengths and counts
+            // of every binary header here.
+            5 if v.len() >= 8 => {
+                let at = rng.below(v.len() - 7);
+                let x = [u64::MAX, u32::MAX as u64, 1 << 40, 0, 1 << 31][rng.below(5)];
+                let w = if rng.below(2) == 0 { 4 } else { 8 };
+                v[at..at + w].copy_from_slice(&x.to_le_bytes()[..w]);
+            }
+            _ => v.insert(at.min(v.len()), rng.next() as u8),
+        }
+    }
+    v
+}
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no seeds in {}", dir.display());
+    out
+}
+
+/// `read` over the seeds and `rounds` mutations of each; returns how many it accepted,
+/// after checking that some were (the mutations reach past the first header check).
+fn smoke(seeds: &[Vec<u8>], rounds: usize, mut read: impl FnMut(&[u8]) -> bool) -> usize {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut accepted = 0;
+    for seed in seeds {
+        accepted += read(seed) as usize;
+        for _ in 0..rounds {
+            accepted += read(&mutate(seed, &mut rng)) as usize;
+        }
+    }
+    eprintln!(
+        "{accepted} of {} inputs accepted",
+        seeds.len() * (rounds + 1)
+    );
+    assert!(accepted > rounds / 100, "only {accepted} inputs accepted");
+    accepted
+}
+
+const ROUNDS: usize = 20_000;
+
+#[test]
+fn ctranslate2_model_bin() {
+    use encoders::ct2::Ct2Model;
+    smoke(&seeds("ct2"), ROUNDS, |data| {
+        let Ok(model) = Ct2Model::parse(data) else {
+            return false;
+        };
+        for (name, v) in &model.variables {
+            if v.shape.iter().product::<usize>() <= 1 << 16 {
+                let _ = model.get(name, &v.shape);
+                let _ = model.get_f16(name, &v.shape);
+            }
+            let _ = model.scalar(name);
+        }
+        true
+    });
+}
+
+#[test]
+fn onnx_graphs() {
+    smoke(&seeds("onnx"), ROUNDS, |data| {
+        encoders::onnx::float_tensors(data).is_ok()
+    });
+}
+
+#[test]
+fn legacy_torch_pickles() {
+    smoke(&seeds("torch_pickle"), ROUNDS, |data| {
+        encoders::torch_pickle::read_legacy_state_dict(data).is_ok()
+    });
+}
+
+#[test]
+fn tensorflow_js_models() {
+    smoke(&seeds("tfjs"), ROUNDS, |data| {
+        let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+        let (json, shard) = data.split_at(split);
+        let shards = HashMap::from([(
+            "w.bin".to_string(),
+            shard.get(1..).unwrap_or_default().to_vec(),
+        )]);
+        let Ok(model) = encoders::tfjs::TfjsModel::parse("fuzz.json", json, &shards) else {
+            return false;
+        };
+        let names: Vec<String> = model.names().map(str::to_owned).collect();
+        for name in names {
+            let shape = model.weight(&name).unwrap().shape.clone();
+            let _ = model.floats(&name, &shape);
+        }
+        true
+    });
+}
+
+#[test]
+fn wordpiece_text_and_vocabularies() {
+    use encoders::text::WordPiece;
+    let vocab =
+        WordPiece::from_lines("[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\n##a\n##b\nab\n,\n-\n").unwrap();
+    smoke(&seeds("wordpiece"), ROUNDS, |data| {
+        let text = String::from_utf8_lossy(data);
+        for max in [2, 8, 256] {
+            let ids = vocab.encode(&text, max);
+            assert!((2..=max).contains(&ids.len()), "{text:?}");
+            assert_eq!((ids[0], ids[ids.len() - 1]), (vocab.cls, vocab.sep));
+            assert!(ids.iter().all(|&i| (i as usize) < vocab.len()));
+        }
+        // Accepted: the text read as a vocabulary ("[CLS]" and the others on lines).
+        WordPiece::from_lines(&text).is_ok()
+    });
+}
+
+/// A small GGUF v3 file: two metadata values (a string, an array of strings) and one F32
+/// tensor of four values, aligned to 32.
+fn tiny_gguf() -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    let mut v = b"GGUF".to_vec();
+    v.extend(3u32.to_le_bytes());
+    v.extend(1u64.to_le_bytes());
+    v.extend(2u64.to_le_bytes());
+    string(&mut v, "general.architecture");
+    v.extend(8u32.to_le_bytes());
+    string(&mut v, "llama");
+    string(&mut v, "tokenizer.ggml.tokens");
+    v.extend(9u32.to_le_bytes());
+    v.extend(8u32.to_le_bytes());
+    v.extend(2u64.to_le_bytes());
+    string(&mut v, "a");
+    string(&mut v, "b");
+    string(&mut v, "w");
+    v.extend(1u32.to_le_bytes());
+    v.extend(4u64.to_le_bytes());
+    v.extend(0u32.to_le_bytes());
+    v.extend(0u64.to_le_bytes());
+    while v.len() % 32 != 0 {
+        v.push(0);
+    }
+    for x in [1f32, 2.0, 3.0, 4.0] {
+        v.extend(x.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn gguf_files() {
+    let seed = tiny_gguf();
+    let file = llm::gguf::GgufFile::from_bytes(seed.clone()).expect("the seed is a GGUF file");
+    assert_eq!(file.tensors.len(), 1);
+    smoke(&[seed], ROUNDS, |data| {
+        let Ok(file) = llm::gguf::GgufFile::from_bytes(data.to_vec()) else {
+            return false;
+        };
+        for info in file.tensors.clone() {
+            let (info, bytes) = file
+                .tensor_data(&info.name)
+                .expect("listed tensors are readable");
+            if info.n_elements() <= 1 << 16 {
+                let mut out = vec![0f32; info.n_elements() as usize];
+                llm::quant::dequantize(info.kind, bytes, &mut out);
+            }
+        }
+        let _ = llm::ChatTemplate::from_gguf(&file);
+        true
+    });
+}
