@@ -185,7 +185,7 @@ fn tiny_gguf() -> Vec<u8> {
     v.extend(4u64.to_le_bytes());
     v.extend(0u32.to_le_bytes());
     v.extend(0u64.to_le_bytes());
-    while v.len() % 32 != 0 {
+    while !v.len().is_multiple_of(32) {
         v.push(0);
     }
     for x in [1f32, 2.0, 3.0, 4.0] {
