@@ -5,7 +5,15 @@
 //! between; rayon's workers fall asleep in between, and waking them through the kernel cost
 //! 16% of a two-thread decode step (futex wake-ups and context switches in the profile).
 //! llama.cpp's threads spin between operations for the same reason.
+//!
+//! A panic in a job is caught where it happens: a worker's is recorded and the worker goes
+//! on to the next job; the caller's own part is caught too, and in either case `run` waits
+//! until every worker has left the job (whose closure borrows the caller's stack) before it
+//! resumes the panic on the caller's thread. Neither a use after return nor a caller
+//! spinning for a worker that died can happen.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,6 +38,8 @@ struct Shared {
     /// Workers still running the current job.
     remaining: AtomicUsize,
     job: Mutex<Option<JobPtr>>,
+    /// The first panic of a worker in the current job, resumed on the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     sleepers: Mutex<usize>,
     wake: Condvar,
 }
@@ -47,6 +57,7 @@ impl Pool {
             epoch: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             job: Mutex::new(None),
+            panic: Mutex::new(None),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
         });
@@ -79,6 +90,7 @@ impl Pool {
     }
 
     /// Runs `job(part)` for every part, the caller doing part 0; returns when all are done.
+    /// A panic in any part is resumed here, after every part has finished.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
         let s = &self.shared;
         if s.parts == 1 {
@@ -96,11 +108,18 @@ impl Pool {
         if *s.sleepers.lock().unwrap_or_else(|p| p.into_inner()) > 0 {
             s.wake.notify_all();
         }
-        job(0);
+        let mine = catch_unwind(AssertUnwindSafe(|| job(0)));
         while s.remaining.load(Ordering::Acquire) > 0 {
             std::hint::spin_loop();
         }
         *s.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let theirs = s.panic.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Err(payload) = mine {
+            resume_unwind(payload);
+        }
+        if let Some(payload) = theirs {
+            resume_unwind(payload);
+        }
     }
 }
 
@@ -133,7 +152,13 @@ fn worker(s: &Shared, part: usize) {
         let job = *s.job.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(JobPtr(ptr)) = job {
             // SAFETY: `run` keeps the job alive until `remaining` reaches zero.
-            unsafe { (*ptr)(part) };
+            let done = catch_unwind(AssertUnwindSafe(|| unsafe { (*ptr)(part) }));
+            if let Err(payload) = done {
+                s.panic
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(payload);
+            }
         }
         s.remaining.fetch_sub(1, Ordering::AcqRel);
     }
@@ -166,5 +191,46 @@ mod tests {
         for c in &counts {
             assert_eq!(c.load(Ordering::Relaxed), 2001);
         }
+    }
+
+    /// Issue 15: a panic in the caller's part unwound out of `run` while the workers could
+    /// still be running the closure it had lent them.
+    #[test]
+    fn a_panic_in_the_callers_part_waits_for_the_workers_then_unwinds() {
+        let pool = Pool::new(3);
+        let finished = AtomicUsize::new(0);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|p| {
+                if p == 0 {
+                    panic!("part 0 fails");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        }));
+        assert!(result.is_err());
+        // Both workers were done with the job before `run` gave the panic back.
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+    }
+
+    /// Issue 15: a worker that panicked never counted itself done, and the caller spun for
+    /// it forever.
+    #[test]
+    fn a_panic_in_a_worker_reaches_the_caller_and_the_pool_goes_on() {
+        let pool = Pool::new(3);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|p| {
+                if p == 2 {
+                    panic!("part 2 fails");
+                }
+            })
+        }));
+        let payload = result.expect_err("the worker's panic is resumed on the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"part 2 fails"));
+        let counts: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        pool.run(&|p| {
+            counts[p].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
     }
 }
