@@ -67,6 +67,23 @@ fn transcript_tokens_equal_faster_whispers() {
     assert_eq!(short, want, "with a 15 s window");
 }
 
+/// Issue 15: a prompt as long as the text context (448 positions) left no room, and a
+/// longer one underflowed the room left: nothing is decoded then, and one position short
+/// of the end decodes at most one token.
+#[test]
+fn a_prompt_that_fills_the_text_context_decodes_nothing() {
+    let (model, mut greedy, clip, _) = setup();
+    let encoded = model.encode(mel_tensor(&clip, 1500));
+    let positions = model.text_positions();
+    assert_eq!(positions, 448);
+    let start = greedy.prompt.clone();
+    for (len, most) in [(positions + 5, 0), (positions, 0), (positions - 1, 1)] {
+        greedy.prompt = start.iter().copied().cycle().take(len).collect();
+        let got = greedy.run(&model, encoded.clone());
+        assert!(got.len() <= most, "prompt of {len}: {got:?}");
+    }
+}
+
 #[test]
 fn transcriber_gives_the_text_and_odd_audio_a_clear_outcome() {
     let clip = common::read_f32(&common::reference_dir("whisper-tiny-en").join("clip16k.f32"));
