@@ -216,3 +216,166 @@ fn gguf_files() {
         true
     });
 }
+
+// Text formats: mutated as bytes, read as (lossy) UTF-8.
+
+fn text_seed(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+#[test]
+fn knowledge_files_toml_and_markdown() {
+    use percept::kiosk::Knowledge;
+    let seeds = [
+        text_seed("fixtures/kiosk/museum.toml"),
+        text_seed("fixtures/kiosk/museum.md"),
+        text_seed("fixtures/kiosk/venues/library.toml"),
+    ];
+    smoke(&seeds, ROUNDS / 4, |data| {
+        let text = String::from_utf8_lossy(data);
+        let parsed = toml::from_str::<Knowledge>(&text)
+            .map_err(anyhow::Error::from)
+            .or_else(|_| Knowledge::from_markdown(&text));
+        let Ok(k) = parsed else {
+            return false;
+        };
+        let _ = (k.fact_list(), k.fallback_line());
+        let _ = percept::kiosk::actions::Commands::new(k.commands.clone());
+        true
+    });
+}
+
+#[test]
+fn graph_files() {
+    use pipeline::spec::{KindInfo, parse};
+    use std::collections::BTreeMap;
+    let kinds = BTreeMap::from([
+        (
+            "text",
+            KindInfo {
+                inputs: vec![],
+                outputs: vec![("text", "text")],
+                required: vec!["path"],
+            },
+        ),
+        (
+            "jsonl",
+            KindInfo {
+                inputs: vec![("in", pipeline::spec::ANY)],
+                outputs: vec![],
+                required: vec![],
+            },
+        ),
+    ]);
+    smoke(
+        &[text_seed("fixtures/graphs/echo.toml")],
+        ROUNDS / 4,
+        |data| parse(&String::from_utf8_lossy(data), &kinds).is_ok(),
+    );
+}
+
+/// A fixture folder whose manifest and frame index are the mutated bytes (the frame files
+/// are the real ones): opened and its frames listed.
+#[test]
+fn fixture_manifests_and_indexes() {
+    use pipeline::fixture::Fixture;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/describe");
+    let dir = tempfile::tempdir().unwrap();
+    let camera = dir.path().join("camera");
+    std::fs::create_dir(&camera).unwrap();
+    for f in std::fs::read_dir(src.join("camera")).unwrap().take(3) {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), camera.join(f.file_name())).unwrap();
+    }
+    let manifest = std::fs::read(src.join("manifest.json")).unwrap();
+    let index: Vec<u8> = std::fs::read(src.join("camera.jsonl"))
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    let mut rng = Rng(7);
+    let mut accepted = 0;
+    for round in 0..2_000 {
+        let (m, i) = match round % 3 {
+            0 => (mutate(&manifest, &mut rng), index.clone()),
+            _ => (manifest.clone(), mutate(&index, &mut rng)),
+        };
+        std::fs::write(dir.path().join("manifest.json"), &m).unwrap();
+        std::fs::write(dir.path().join("camera.jsonl"), &i).unwrap();
+        if let Ok(fx) = Fixture::open(dir.path()) {
+            let names: Vec<String> = fx.streams().iter().map(|s| s.name().to_string()).collect();
+            for name in names {
+                accepted += fx.frames(&name).is_ok() as usize;
+                let _ = fx.texts(&name);
+            }
+        }
+    }
+    assert!(accepted > 20, "{accepted}");
+}
+
+/// Camera frames of every pixel format with mutated bytes and sizes: converted or
+/// refused, never a panic or an out-of-bounds read.
+#[test]
+fn camera_frames_yuyv_mjpeg_rgb() {
+    use pipeline::frame::{FourCc, RawFrame};
+    let jpeg =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/describe/camera"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "mjpg" || e == "jpg"))
+            .map(|p| std::fs::read(p).unwrap())
+            .expect("a JPEG frame in the describe fixture");
+    let mut rng = Rng(11);
+    let mut converted = 0;
+    for round in 0..3_000 {
+        let (fourcc, seed) = match round % 3 {
+            0 => (FourCc::Mjpg, jpeg.clone()),
+            1 => (FourCc::Yuyv, vec![128u8; 8 * 4 * 2]),
+            _ => (FourCc::Rgb3, vec![7u8; 8 * 4 * 3]),
+        };
+        let (width, height) = match rng.below(4) {
+            0 => (8, 4),
+            1 => (rng.below(64) as u32, rng.below(64) as u32),
+            2 => (u32::MAX, 2),
+            _ => (640, 427),
+        };
+        let raw = RawFrame {
+            width,
+            height,
+            fourcc,
+            bytes: mutate(&seed, &mut rng),
+        };
+        converted += raw.to_rgb().is_ok() as usize;
+    }
+    assert!(converted > 30, "{converted}");
+}
+
+/// Audio files (WAV from the kiosk fixture, the crafted MP3 of fixtures/bad) with mutated
+/// bytes: decoded or refused with an error.
+#[test]
+fn audio_files() {
+    use pipeline::media_file::AudioFile;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut wav = std::fs::read(root.join("fixtures/kiosk/visit/mic.wav")).unwrap();
+    wav.truncate(44 + 16_000 * 2 / 10);
+    let seeds = [
+        wav,
+        std::fs::read(root.join("fixtures/bad/id3v24-restrictions.mp3")).unwrap(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(13);
+    let mut decoded = 0;
+    for round in 0..1_500 {
+        let seed = &seeds[round % 2];
+        let (path, bytes) = match round % 2 {
+            0 => (dir.path().join("a.wav"), mutate(seed, &mut rng)),
+            _ => (dir.path().join("a.mp3"), mutate(seed, &mut rng)),
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(file) = AudioFile::open(&path) {
+            decoded += file.read_all().is_ok() as usize;
+        }
+    }
+    assert!(decoded > 15, "{decoded}");
+}

@@ -126,9 +126,9 @@ impl Resampler16k {
         self.samples_in += samples.len() as u64;
         let Some(fft) = self.inner.as_mut() else {
             self.samples_out += samples.len() as u64;
-            return samples.to_vec();
+            return samples.iter().map(|&v| sane(v)).collect();
         };
-        self.pending.extend_from_slice(samples);
+        self.pending.extend(samples.iter().map(|&v| sane(v)));
         let mut out = Vec::new();
         let mut used = 0;
         while self.pending.len() - used >= fft.input_frames_next() {
@@ -241,6 +241,21 @@ pub fn resample_stream(
     Ok(())
 }
 
+/// Loudest sample passed on, in full scales: far past any real signal, small enough that the
+/// FFT's sums stay finite.
+const LOUDEST: f32 = 16.0;
+
+/// A sample as the resampler may take it: a NaN or infinity (a float WAV can hold them)
+/// is silence, and a wild value is clipped. rubato's FFT panics when NaN reaches it
+/// ("Imaginary part of first value was non-zero"; found by `tests/fuzz_smoke.rs`).
+fn sane(v: f32) -> f32 {
+    if v.is_finite() {
+        v.clamp(-LOUDEST, LOUDEST)
+    } else {
+        0.0
+    }
+}
+
 /// One chunk of exactly `input_frames_next()` samples through the resampler.
 fn process(fft: &mut Fft<f32>, chunk: &[f32]) -> Vec<f32> {
     let frames = chunk.len();
@@ -264,6 +279,27 @@ mod tests {
         (0..n)
             .map(|i| (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 0.5)
             .collect()
+    }
+
+    /// Issue 15: NaN samples (a mutated float WAV) panicked inside rubato's FFT.
+    #[test]
+    fn non_finite_and_wild_samples_pass_as_silence_or_clipped() {
+        for rate in [44_100, 16_000] {
+            let mut input = sine(rate, 440.0, rate as usize / 2);
+            input[100] = f32::NAN;
+            input[200] = f32::INFINITY;
+            input[300] = f32::NEG_INFINITY;
+            input[400] = 1e38;
+            let mut r = Resampler16k::new(rate).unwrap();
+            let mut out = r.push(&input);
+            out.extend(r.finish());
+            assert_eq!(out.len(), 8_000, "{rate} Hz");
+            assert!(
+                out.iter()
+                    .all(|v| v.is_finite() && v.abs() <= 2.0 * LOUDEST),
+                "{rate} Hz"
+            );
+        }
     }
 
     #[test]
