@@ -197,12 +197,13 @@ impl LinearProjector {
             let t = file
                 .tensor(&name)
                 .map_err(|e| fail(format!("{name}: {e}")))?;
-            let data = floats(t.dtype(), t.data()).ok_or_else(|| {
-                fail(format!(
-                    "{name}: dtype {:?} is not f32, f16 or bf16",
-                    t.dtype()
-                ))
-            })?;
+            let data =
+                encoders::weights::safetensors_floats(t.dtype(), t.data()).ok_or_else(|| {
+                    fail(format!(
+                        "{name}: dtype {:?} is not f32, f16 or bf16",
+                        t.dtype()
+                    ))
+                })?;
             Ok((t.shape().to_vec(), data))
         };
         let (wshape, weight) = read(format!("{prefix}weight"))?;
@@ -221,26 +222,6 @@ impl LinearProjector {
             .zip(&self.bias)
             .map(|(row, b)| row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + b)
             .collect()
-    }
-}
-
-fn floats(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    use safetensors::Dtype;
-    let pairs = || {
-        bytes
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    match dtype {
-        Dtype::F32 => Some(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ),
-        Dtype::F16 => Some(pairs().map(|h| half::f16::from_bits(h).to_f32()).collect()),
-        Dtype::BF16 => Some(pairs().map(|h| half::bf16::from_bits(h).to_f32()).collect()),
-        _ => None,
     }
 }
 

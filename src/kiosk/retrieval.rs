@@ -464,19 +464,20 @@ impl Retrieval {
     /// "check-out is by 11" first for "what time can we check in", and the words then
     /// decide nothing either: the kind and the names asked for do ([`super::asked`]).
     pub fn by_meaning(self, similarities: &[f32]) -> Retrieval {
-        let coverage = |fact: usize| {
-            self.hits
-                .iter()
-                .find(|h| h.fact == fact)
-                .map_or(0.0, |h| h.coverage)
-        };
+        let mut coverage = vec![0.0; similarities.len()];
+        for h in &self.hits {
+            if let Some(c) = coverage.get_mut(h.fact) {
+                *c = h.coverage;
+            }
+        }
         let mut hits: Vec<Hit> = similarities
             .iter()
+            .zip(coverage)
             .enumerate()
-            .map(|(fact, &sim)| Hit {
+            .map(|(fact, (&sim, coverage))| Hit {
                 fact,
-                score: sim + COVERAGE_WEIGHT * coverage(fact),
-                coverage: coverage(fact),
+                score: sim + COVERAGE_WEIGHT * coverage,
+                coverage,
                 similarity: Some(sim),
             })
             .collect();

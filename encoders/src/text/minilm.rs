@@ -24,12 +24,11 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
-use half::f16;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::wordpiece::{VocabError, WordPiece};
-use crate::weights::WeightError;
+use crate::weights::{WeightError, safetensors_floats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MiniLmError {
@@ -104,7 +103,7 @@ impl Stored {
         while at < total {
             let n = (total - at).min(READ_CHUNK as u64) as usize;
             file.read_exact_at(&mut chunk[..n], self.offset + at)?;
-            out.extend(to_floats(self.dtype, &chunk[..n]));
+            out.extend(safetensors_floats(self.dtype, &chunk[..n]).unwrap_or_default());
             at += n as u64;
         }
         Ok(out)
@@ -375,24 +374,6 @@ fn pooled(x: Tensor<2>) -> SentenceEmbedding {
     SentenceEmbedding(mean.into_iter().map(|v| v / norm).collect())
 }
 
-/// Little-endian F32, F16 or BF16 bytes as f32.
-fn to_floats(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
-    match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        _ => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-    }
-}
-
 /// Maps the checkpoint's tensor names (Hugging Face `BertModel`'s) onto the layers.
 struct Reader<'a> {
     st: &'a SafeTensors<'a>,
@@ -440,7 +421,7 @@ impl<'a> Reader<'a> {
             return Err(self.shape_error(name, v.shape(), shape));
         }
         self.dtype_of(name, v.dtype())?;
-        Ok(to_floats(v.dtype(), v.data()))
+        Ok(safetensors_floats(v.dtype(), v.data()).unwrap_or_default())
     }
 
     /// Where the tensor is in the file, after checking its shape and dtype.
