@@ -174,6 +174,7 @@ const AMOUNTS_AND_PARTICLES: &[&str] = &[
     "after", "before",
 ];
 
+/// Prepositions before "my" or "our" that make what follows the visitor's circumstances.
 const PREPOSITIONS: &[&str] = &["on", "with", "for", "from", "in", "at", "by", "about"];
 
 /// The kind of answer `question` wants.
@@ -253,6 +254,27 @@ pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remarks_amounts_and_the_visitors_own_things_are_not_things_asked_for() {
+        let unknown = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let things = |q: &str, ws: &[&str]| unknown_things(q, &unknown(ws));
+        assert!(things("how many books can i take out at once", &["many"]).is_empty());
+        assert!(things("my son wants to see the t-rex, where do we go", &["t-rex"]).is_empty());
+        assert!(
+            things(
+                "what do i connect to for internet on my laptop",
+                &["laptop"]
+            )
+            .is_empty()
+        );
+        // The thing asked for still counts, after a verb and "my" too.
+        assert_eq!(things("where can i leave my coat", &["coat"]), ["coat"]);
+        assert_eq!(
+            things("what's the wifi password", &["password"]),
+            ["password"]
+        );
+    }
 
     #[test]
     fn the_opening_words_say_what_is_wanted() {

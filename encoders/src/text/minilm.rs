@@ -13,7 +13,8 @@
 //! encoder keeps only its norms, biases and positions (1 MB): each layer's matrices (7 MB)
 //! are read from the file when the layer runs and dropped after it, and the word-embedding
 //! table (30522 rows, 47 MB) is read row by row. A question costs 42 MB of reads, from the
-//! page cache once the file has been read (about 10 ms at two threads); the facts of a
+//! page cache once the file has been read (not timed alone: the kiosk's first token moved
+//! +36 ms in an A/B, within its spread); the facts of a
 //! knowledge file are embedded together, one read for all ([`MiniLm::embed_all`]).
 
 use std::fs::File;
