@@ -132,6 +132,8 @@ pub struct Answerer {
     index: FactIndex,
     /// The facts' sentence embeddings, when `config.encoder` is given.
     meanings: Vec<SentenceEmbedding>,
+    /// The embeddings of each fact's sentences (see [`sentences`]), likewise.
+    sentence_meanings: Vec<Vec<SentenceEmbedding>>,
     /// The names the facts hold, as terms: see [`names_of`].
     names: BTreeSet<String>,
     fallback: String,
@@ -160,12 +162,16 @@ impl Answerer {
         let router = (!commands.is_empty())
             .then(|| Router::new(&llm, &commands, &knowledge.name, config.command_margin))
             .transpose()?;
-        let meanings = match &config.encoder {
-            Some(encoder) => encoder.embed_all(&facts)?,
-            None => Vec::new(),
+        let (meanings, sentence_meanings) = match &config.encoder {
+            Some(encoder) => (
+                encoder.embed_all(&facts)?,
+                embed_sentences(encoder, &facts)?,
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         Ok(Answerer {
             meanings,
+            sentence_meanings,
             index: FactIndex::new(&facts).ignoring(&knowledge.name),
             names: names_of(&facts),
             facts,
@@ -282,10 +288,13 @@ impl Answerer {
         on_text: &mut impl FnMut(&str),
     ) -> Result<(String, Grounding)> {
         let mut retrieval = self.index.rank(question);
-        if let Some(encoder) = &self.config.encoder {
-            let asked = encoder.embed(question)?;
+        let asked = match &self.config.encoder {
+            Some(encoder) => Some(encoder.embed(question)?),
+            None => None,
+        };
+        if let Some(asked) = &asked {
             let similarities: Vec<f32> =
-                self.meanings.iter().map(|m| m.similarity(&asked)).collect();
+                self.meanings.iter().map(|m| m.similarity(asked)).collect();
             retrieval = retrieval.by_meaning(&similarities);
         }
         let wanted = asked::wanted(question);
@@ -343,7 +352,13 @@ impl Answerer {
         // "open on Sunday from 9 am" takes Monday's hour.
         // The facts after the first are context only: a platform taken from the fact next
         // to the right one is the error they invite.
-        let best = best_clause(facts[0], question);
+        let closeness: Option<Vec<f32>> = asked.as_ref().map(|a| {
+            self.sentence_meanings[chosen[0]]
+                .iter()
+                .map(|m| m.similarity(a))
+                .collect()
+        });
+        let best = best_clause(facts[0], question, wanted, closeness.as_deref());
         match grounding::check(&said, question, &[best.as_str()], &self.venue) {
             Ok(()) => {
                 grounding.source = Source::Generated;
@@ -421,11 +436,91 @@ impl Answerer {
     }
 }
 
-/// The part of a fact that answers the question. A list-like fact ("Opening hours: Monday
-/// to Saturday ...; Sunday ...; ...": a topic, or three clauses or more between
-/// semicolons) gives the clause holding most of the question's rarest terms, after the
-/// topic ("Opening hours: Sunday 10 am to 4 pm."); any other fact is said whole.
-pub fn best_clause(fact: &str, question: &str) -> String {
+/// The part of a fact that answers the question. Of a fact of several sentences, the
+/// sentence that gives the kind of answer `wanted` and shares most of the question's rarest
+/// terms ("How much is the car park?": the sentence with the prices, not the one that says
+/// where it is). A list-like sentence ("Opening hours: Monday to Saturday ...; Sunday ...;
+/// ...": a topic, or three clauses or more between semicolons) gives the clause holding
+/// most of those terms, after the topic ("Opening hours: Sunday 10 am to 4 pm."); any
+/// other sentence is said whole.
+///
+/// `closeness` holds each sentence's similarity of meaning to the question, when known:
+/// it ranks them instead of the shared terms ("how many books can I take out": "you can
+/// borrow up to 12 items at once", not "Books are lent for 3 weeks").
+pub fn best_clause(
+    fact: &str,
+    question: &str,
+    wanted: Wanted,
+    closeness: Option<&[f32]>,
+) -> String {
+    let all = sentences(fact);
+    let giving: Vec<usize> = (0..all.len())
+        .filter(|&i| asked::gives(all[i], wanted))
+        .collect();
+    let candidates: Vec<usize> = if giving.is_empty() {
+        (0..all.len()).collect()
+    } else {
+        giving
+    };
+    let texts: Vec<&str> = candidates.iter().map(|&i| all[i]).collect();
+    let days = on_the_day(&texts, question);
+    let candidates: Vec<usize> = if days.is_empty() {
+        candidates
+    } else {
+        days.into_iter().map(|j| candidates[j]).collect()
+    };
+    let parts: Vec<&str> = candidates.iter().map(|&i| all[i]).collect();
+    let sentence = match closeness {
+        _ if all.len() < 2 => fact,
+        // Ranked as the facts are (`Retrieval::by_meaning`): meaning, shared words after.
+        Some(close) if close.len() == all.len() => {
+            let close: Vec<f32> = candidates.iter().map(|&i| close[i]).collect();
+            FactIndex::new(&parts)
+                .rank(question)
+                .by_meaning(&close)
+                .best()
+                .map_or(parts[0], |h| parts[h.fact])
+        }
+        _ => best_part(&parts, question),
+    };
+    best_in_sentence(sentence, question)
+}
+
+/// The embeddings of every fact's sentences, with one pass over the encoder's weights.
+fn embed_sentences(encoder: &MiniLm, facts: &[String]) -> Result<Vec<Vec<SentenceEmbedding>>> {
+    let split: Vec<Vec<&str>> = facts.iter().map(|f| sentences(f)).collect();
+    let flat: Vec<&str> = split.iter().flatten().copied().collect();
+    let mut embedded = encoder.embed_all(&flat)?.into_iter();
+    Ok(split
+        .iter()
+        .map(|s| embedded.by_ref().take(s.len()).collect())
+        .collect())
+}
+
+/// The sentences of a fact: each ends at a stop followed by a space ("room 1.14" and "9.50
+/// euros" hold none).
+fn sentences(fact: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = fact.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(|n| *n == b' ') {
+            let s = fact[start..=i].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            start = i + 1;
+        }
+    }
+    let rest = fact[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// The clause or item of one sentence that answers the question (see [`best_clause`]).
+fn best_in_sentence(fact: &str, question: &str) -> String {
     let (topic, body) = match fact.split_once(": ") {
         Some((t, b)) if t.split_whitespace().count() <= 3 => (Some(t), b),
         _ => (None, fact),
@@ -473,14 +568,9 @@ fn names_of(facts: &[String]) -> BTreeSet<String> {
 /// holds the day the question names comes first ("on Sundays": the Sunday hours, not the
 /// clause about opening late).
 fn best_part<'a>(parts: &[&'a str], question: &str) -> &'a str {
-    let days: Vec<String> = terms(question)
+    let on_the_day: Vec<&'a str> = on_the_day(parts, question)
         .into_iter()
-        .filter(|t| t.ends_with("day") && is_modifier(t))
-        .collect();
-    let on_the_day: Vec<&'a str> = parts
-        .iter()
-        .copied()
-        .filter(|p| terms(p).iter().any(|t| days.contains(t)))
+        .map(|i| parts[i])
         .collect();
     let parts = if on_the_day.is_empty() {
         parts
@@ -492,6 +582,17 @@ fn best_part<'a>(parts: &[&'a str], question: &str) -> &'a str {
         .rank(question)
         .best()
         .map_or(parts[0], |h| parts[h.fact])
+}
+
+/// The parts that hold a day the question names ("on Sundays"), by index.
+fn on_the_day(parts: &[&str], question: &str) -> Vec<usize> {
+    let days: Vec<String> = terms(question)
+        .into_iter()
+        .filter(|t| t.ends_with("day") && is_modifier(t))
+        .collect();
+    (0..parts.len())
+        .filter(|&i| terms(parts[i]).iter().any(|t| days.contains(t)))
+        .collect()
 }
 
 /// Words that point at what the camera sees ("what is this", "can you see me").
@@ -574,17 +675,47 @@ mod tests {
         let hours = "Opening hours: Monday to Saturday 9 am to 6 pm; Sunday 10 am to 4 pm; \
                      open late until 9 pm on Fridays.";
         assert_eq!(
-            best_clause(hours, "What time do you open on Sunday?"),
+            best_clause(
+                hours,
+                "What time do you open on Sunday?",
+                Wanted::Time,
+                None
+            ),
             "Opening hours: Sunday 10 am to 4 pm."
         );
         let tickets = "Tickets: adults 12 euros, children 5 euros, students 8 euros; under 4 free.";
         assert_eq!(
-            best_clause(tickets, "How much is a ticket for a child?"),
+            best_clause(
+                tickets,
+                "How much is a ticket for a child?",
+                Wanted::Price,
+                None
+            ),
             "Tickets: children 5 euros."
         );
         assert_eq!(
-            best_clause("The cafe is on the ground floor.", "Where is the cafe?"),
+            best_clause(
+                "The cafe is on the ground floor.",
+                "Where is the cafe?",
+                Wanted::Place,
+                None
+            ),
             "The cafe is on the ground floor."
+        );
+        let parking = "The visitor car park is P2, on Hospital Road. Parking costs 2 euros \
+                       for the first hour. Disabled bays are free.";
+        assert_eq!(
+            best_clause(
+                parking,
+                "how much does the car park cost",
+                Wanted::Price,
+                None
+            ),
+            "Parking costs 2 euros for the first hour."
+        );
+        assert_eq!(
+            best_clause(parking, "where is the car park", Wanted::Place, None),
+            "The visitor car park is P2, on Hospital Road."
         );
     }
 }

@@ -177,6 +177,107 @@ const AMOUNTS_AND_PARTICLES: &[&str] = &[
 /// Prepositions before "my" or "our" that make what follows the visitor's circumstances.
 const PREPOSITIONS: &[&str] = &["on", "with", "for", "from", "in", "at", "by", "about"];
 
+/// Prepositions of time: what follows says when ("before work", "after our swim"), not what.
+const WHEN_PREPOSITIONS: &[&str] = &["before", "after", "during", "until", "till"];
+
+/// Words that come between a preposition or a verb and its noun ("after our swim", "lost
+/// my umbrella", "dropped a glove").
+const DETERMINERS: &[&str] = &[
+    "the", "a", "an", "my", "our", "your", "his", "her", "their", "this", "that", "some",
+];
+
+/// Adverbs of degree, place and time: they say how, where or when, never what ("is he old
+/// enough", "leave the car outside", "a taxi home").
+const ADVERBS: &[&str] = &[
+    "enough",
+    "outside",
+    "inside",
+    "home",
+    "together",
+    "alone",
+    "yet",
+    "still",
+    "already",
+    "again",
+    "really",
+    "just",
+    "ever",
+    "quite",
+    "very",
+    "too",
+    "also",
+    "even",
+    "anymore",
+    "somewhere",
+    "anywhere",
+    "everywhere",
+];
+
+/// The particles that make a phrasal verb of the word before them ("turn up", "end up",
+/// "pick up"): that word is an action.
+const VERB_PARTICLES: &[&str] = &["up", "off", "out", "back", "down", "away", "over"];
+
+/// Verbs of losing: their object is the visitor's own thing ("I lost my umbrella", "I
+/// dropped a glove"), what the question is about is where lost things go.
+const LOSING: &[&str] = &[
+    "lost",
+    "lose",
+    "left",
+    "dropped",
+    "forgot",
+    "forgotten",
+    "misplaced",
+    "mislaid",
+];
+
+/// The people a visitor comes with: never a thing the venue offers ("see my mum on the
+/// ward", "my husband uses a wheelchair").
+const COMPANIONS: &[&str] = &[
+    "mum",
+    "mom",
+    "mother",
+    "dad",
+    "father",
+    "parent",
+    "parents",
+    "son",
+    "daughter",
+    "kid",
+    "kids",
+    "child",
+    "children",
+    "boy",
+    "girl",
+    "baby",
+    "wife",
+    "husband",
+    "partner",
+    "friend",
+    "friends",
+    "grandmother",
+    "grandma",
+    "grandfather",
+    "grandad",
+    "granddad",
+    "grandpa",
+    "sister",
+    "brother",
+    "family",
+    "grandchildren",
+    "grandson",
+    "granddaughter",
+];
+
+/// Forms of "be" after which a word in -ing is a verb ("I was wondering", "we're staying").
+const BE: &[&str] = &[
+    "am", "i'm", "is", "are", "was", "were", "we're", "you're", "be", "been",
+];
+
+/// Auxiliaries after which a word in -ed is a participle ("would it have ended up").
+const PERFECT: &[&str] = &[
+    "have", "has", "had", "i've", "we've", "been", "was", "were", "got",
+];
+
 /// The kind of answer `question` wants.
 pub fn wanted(question: &str) -> Wanted {
     let w = words(question);
@@ -204,6 +305,12 @@ pub fn gives(fact: &str, kind: Wanted) -> bool {
             has(&["am", "pm", "noon", "midnight", "clock", "24-hour", "closed"])
                 || w.iter().any(|x| x.contains(':') && is_number(x))
                 || followed_by(&is_number, &["am", "pm", "o'clock", "hours"])
+                // A time relative to another: "arrive 15 minutes before your appointment".
+                || w.windows(3).any(|t| {
+                    is_number(&t[0])
+                        && DURATION_UNITS.contains(&t[1].as_str())
+                        && matches!(t[2].as_str(), "before" | "after" | "early" | "earlier")
+                })
         }
         Wanted::Price => {
             has(&[
@@ -238,13 +345,29 @@ pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
         if !unknown.contains(&term) || is_number(word) || narrows || is_stopword(&term) {
             continue;
         }
-        let verb = i > 0 && BEFORE_A_VERB.contains(&w[i - 1].as_str());
+        if ADVERBS.contains(&word.as_str()) || COMPANIONS.contains(&word.as_str()) {
+            continue;
+        }
+        let before = |k: usize| i.checked_sub(k).map_or("", |j| w[j].as_str());
+        let next = w.get(i + 1).map_or("", String::as_str);
+        let verb = (i > 0 && BEFORE_A_VERB.contains(&before(1)))
+            // "a sauna up by the pool": after a determiner it is a thing all the same.
+            || (VERB_PARTICLES.contains(&next) && !DETERMINERS.contains(&before(1)))
+            || (word.ends_with("ed") && PERFECT.contains(&before(1)))
+            || (word.ends_with("ing") && BE.contains(&before(1)));
         // "on my laptop", "with my parents": the visitor's own things, the circumstances
         // of the question rather than what it asks for ("leave my coat" still asks).
-        let own = i > 1
-            && matches!(w[i - 1].as_str(), "my" | "our")
-            && PREPOSITIONS.contains(&w[i - 2].as_str());
-        if !verb && !own && !things.contains(&term) {
+        let own = i > 1 && matches!(before(1), "my" | "our") && PREPOSITIONS.contains(&before(2));
+        // The word that governs this one, past a determiner: "before (my) work", "lost
+        // (my) umbrella".
+        let head = if DETERMINERS.contains(&before(1)) {
+            before(2)
+        } else {
+            before(1)
+        };
+        let when = WHEN_PREPOSITIONS.contains(&head);
+        let lost = LOSING.contains(&head);
+        if !verb && !own && !when && !lost && !things.contains(&term) {
             things.push(term);
         }
     }
@@ -268,6 +391,12 @@ mod tests {
             )
             .is_empty()
         );
+        assert!(things("how early can i get in on a weekday before work", &["work"]).is_empty());
+        assert!(things("is he old enough", &["enough"]).is_empty());
+        assert!(things("do i have to book or can i just turn up", &["turn"]).is_empty());
+        assert!(things("where would it have ended up", &["end"]).is_empty());
+        assert!(things("i lost my umbrella, where should i go", &["umbrella"]).is_empty());
+        assert!(things("when can i see my mum on the ward", &["mum"]).is_empty());
         // The thing asked for still counts, after a verb and "my" too.
         assert_eq!(things("where can i leave my coat", &["coat"]), ["coat"]);
         assert_eq!(
@@ -312,6 +441,10 @@ mod tests {
         assert!(gives(
             "Tickets: adults 12 euros; under 4 free.",
             Wanted::Price
+        ));
+        assert!(gives(
+            "Please arrive 15 minutes before your appointment.",
+            Wanted::Time
         ));
     }
 

@@ -35,6 +35,9 @@ const YES_NO_OPENERS: &[&str] = &[
 pub enum Unsupported {
     /// Claims that no given fact holds.
     Claims(Vec<String>),
+    /// Content words that neither the facts nor the question hold: the model's own
+    /// additions ("The car park is a luxury", "The facts are that ...").
+    Unfounded(Vec<String>),
     /// A yes where the fact says no, or the other way round.
     Polarity,
     /// Nothing left once cut to one sentence.
@@ -172,6 +175,20 @@ pub fn check(answer: &str, question: &str, facts: &[&str], venue: &str) -> Resul
     if !missing.is_empty() {
         return Err(Unsupported::Claims(missing));
     }
+    // Every content word must come from the facts or the question: a 135M model fills in
+    // with words of its own, and what they say no fact backs.
+    let held: Vec<String> = facts
+        .iter()
+        .chain([&question, &venue])
+        .flat_map(|f| terms(f))
+        .collect();
+    let unfounded: Vec<String> = terms(answer)
+        .into_iter()
+        .filter(|t| !held.contains(t))
+        .collect();
+    if !unfounded.is_empty() {
+        return Err(Unsupported::Unfounded(unfounded));
+    }
     let topics: Vec<String> = facts.iter().flat_map(|f| terms(f)).collect();
     if !terms(answer).iter().any(|t| topics.contains(t)) {
         return Err(Unsupported::OffTopic);
@@ -220,6 +237,29 @@ mod tests {
             ["westhaven", "lakeside"]
         );
         assert!(names("I'm looking for the loo. Where is it?").is_empty());
+    }
+
+    #[test]
+    fn words_of_the_models_own_are_caught() {
+        let facts = ["Parking costs 2 euros for the first hour."];
+        assert_eq!(
+            check(
+                "The car park is a luxury, at 2 euros for the first hour.",
+                "how much is the car park",
+                &facts,
+                "St Brigid's Hospital"
+            ),
+            Err(Unsupported::Unfounded(vec!["luxury".into()]))
+        );
+        assert!(
+            check(
+                "The car park costs 2 euros for the first hour.",
+                "how much is the car park",
+                &facts,
+                "St Brigid's Hospital"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -306,7 +346,7 @@ mod tests {
                 &facts,
                 "Hotel Belvedere"
             ),
-            Err(Unsupported::OffTopic)
+            Err(Unsupported::Unfounded(vec!["kiosk".into()]))
         );
         assert_eq!(
             check(

@@ -47,7 +47,7 @@ impl Form {
 const QUESTION_OPENERS: &[&str] = &[
     "what", "what's", "where", "where's", "when", "how", "how's", "who", "who's", "which", "why",
     "whose", "is", "are", "am", "was", "were", "can", "could", "do", "does", "did", "will",
-    "would", "may", "should", "shall", "have", "has", "any", "anywhere",
+    "would", "may", "should", "shall", "have", "has", "any", "anywhere", "when's",
 ];
 /// Words a visitor opens with before the request itself.
 const OPENERS: &[&str] = &[
@@ -134,6 +134,41 @@ pub fn asked_part(text: &str) -> &str {
     at.map_or(text, |i| text[i..].trim_start())
 }
 
+/// Who a request is put to: the kiosk, or whoever is there ("could someone bring a
+/// wheelchair").
+const ADDRESSED: &[&str] = &["you", "someone", "somebody", "anyone", "anybody"];
+
+/// Whether words ask indirectly: "I was wondering when you do the lessons", "I wonder if
+/// the pool is open".
+fn wonders(ws: &[&str]) -> bool {
+    ws.windows(2).any(|p| {
+        matches!(p[0], "wonder" | "wondering" | "wondered")
+            && (WH.contains(&p[1]) || matches!(p[1], "if" | "whether"))
+    })
+}
+
+/// Whether an utterance asks only to be told something: it opens with a question word and
+/// no later clause tells or asks the kiosk to do anything ("which floor is the maternity
+/// ward on" wants a floor, not the map; "when are the next ones to Millford, put them up
+/// for me" wants the screen). Its answer is words, whatever the likelihoods say.
+pub fn only_asks_to_know(text: &str) -> bool {
+    let opening = words(text)
+        .into_iter()
+        .find(|w| !OPENERS.contains(&w.as_str()))
+        .unwrap_or_default();
+    let opening = opening.strip_suffix("'s").unwrap_or(&opening);
+    if !WH.contains(&opening) {
+        return false;
+    }
+    !text.split([',', ';', '.', '?', '!']).skip(1).any(|clause| {
+        let first = words(clause)
+            .into_iter()
+            .find(|w| !OPENERS.contains(&w.as_str()));
+        first.is_some_and(|w| IMPERATIVES.contains(&w.as_str()))
+            || asked_in_clause(clause) == Some(Form::Request)
+    })
+}
+
 /// Prepositions that may come before a question word in a clause.
 const LEADING_PREPOSITIONS: &[&str] = &["by", "until", "till", "at", "from", "on", "to", "for"];
 
@@ -157,8 +192,11 @@ fn asked_in_clause(clause: &str) -> Option<Form> {
         _ => ws,
     };
     let (first, second) = (*ws.first()?, ws.get(1).copied().unwrap_or(""));
-    if matches!(first, "can" | "could" | "would" | "will") && second == "you" {
+    if matches!(first, "can" | "could" | "would" | "will") && ADDRESSED.contains(&second) {
         return Some(Form::Request);
+    }
+    if wonders(&ws) {
+        return Some(Form::Question);
     }
     let wh_contracted = first.strip_suffix("'s").is_some_and(|w| WH.contains(&w));
     let wh_asks = WH.contains(&first)
@@ -219,12 +257,16 @@ fn first_clause_form(text: &str) -> Form {
         let second = ws.get(1).map_or("", String::as_str);
         let third = ws.get(2).map_or("", String::as_str);
         let asks_to_do = matches!(first.as_str(), "can" | "could" | "would" | "will")
-            && (second == "you" || (second == "i" && ASKING_TO_HAVE.contains(&third)));
+            && (ADDRESSED.contains(&second) || (second == "i" && ASKING_TO_HAVE.contains(&third)));
         return if asks_to_do {
             Form::Request
         } else {
             Form::Question
         };
+    }
+    let plain: Vec<&str> = all.iter().map(String::as_str).collect();
+    if wonders(&plain) {
+        return Form::Question;
     }
     if IMPERATIVES.contains(&first.as_str()) || all.iter().any(|w| PLEASE.contains(&w.as_str())) {
         return Form::Imperative;
@@ -511,6 +553,14 @@ impl Router {
         if !form.is_request() {
             return Ok(Decision::without_commands(transcript));
         }
+        if form == Form::Question && only_asks_to_know(transcript) {
+            return Ok(Decision {
+                route: Route::Question,
+                form,
+                anchored: Vec::new(),
+                margin: None,
+            });
+        }
         let anchored = anchors.of(transcript);
         let scored = self.route(llm, transcript, &anchored)?;
         let route = match &scored {
@@ -579,6 +629,23 @@ mod tests {
             form("I'm in a wheelchair, can you send someone?"),
             Form::Request
         );
+        assert_eq!(
+            form("my son is six, i was wondering when you do the lessons"),
+            Form::Question
+        );
+        assert_eq!(
+            form("my wife can't walk far, would somebody be able to bring a wheelchair"),
+            Form::Request
+        );
+        assert_eq!(form("when's the last train tonight"), Form::Question);
+        assert!(only_asks_to_know("which floor is the maternity ward on"));
+        assert!(!only_asks_to_know(
+            "when are the next ones to millford, put them up for me"
+        ));
+        assert!(!only_asks_to_know(
+            "What's leaving for Millford soon? Show me on the screen."
+        ));
+        assert!(!only_asks_to_know("can you show me the map"));
         // A clause that opens with a question word but does not ask.
         assert_eq!(form("It was late, when the train came."), Form::Statement);
         assert_eq!(
