@@ -327,7 +327,26 @@ impl Answerer {
             on_text(&self.fallback);
             return Ok((self.fallback.clone(), grounding));
         }
-        let facts: Vec<&str> = chosen.iter().map(|&i| self.facts[i].as_str()).collect();
+        // The best fact supports an answer only through the part the question is about:
+        // "open on Sunday from 9 am" takes Monday's hour. That part alone goes into the
+        // prompt (fewer tokens before the first, and nothing else to run on into); the
+        // facts after the first are context only: a platform taken from the fact next to
+        // the right one is the error they invite.
+        let closeness: Option<Vec<f32>> = asked.as_ref().map(|a| {
+            self.sentence_meanings[chosen[0]]
+                .iter()
+                .map(|m| m.similarity(a))
+                .collect()
+        });
+        let best = best_clause(
+            &self.facts[chosen[0]],
+            question,
+            wanted,
+            closeness.as_deref(),
+        );
+        let facts: Vec<&str> = std::iter::once(best.as_str())
+            .chain(chosen[1..].iter().map(|&i| self.facts[i].as_str()))
+            .collect();
         let rows = UtteranceProjector.project(
             &Utterance {
                 transcript: question,
@@ -348,17 +367,6 @@ impl Answerer {
             .generate(&mut session, &prompt, &params, |t| on_text(t))?
             .text;
         let said = grounding::one_sentence(&text);
-        // The best fact supports an answer only through the part the question is about:
-        // "open on Sunday from 9 am" takes Monday's hour.
-        // The facts after the first are context only: a platform taken from the fact next
-        // to the right one is the error they invite.
-        let closeness: Option<Vec<f32>> = asked.as_ref().map(|a| {
-            self.sentence_meanings[chosen[0]]
-                .iter()
-                .map(|m| m.similarity(a))
-                .collect()
-        });
-        let best = best_clause(facts[0], question, wanted, closeness.as_deref());
         match grounding::check(&said, question, &[best.as_str()], &self.venue) {
             Ok(()) => {
                 grounding.source = Source::Generated;

@@ -38,6 +38,9 @@ pub enum Unsupported {
     /// Content words that neither the facts nor the question hold: the model's own
     /// additions ("The car park is a luxury", "The facts are that ...").
     Unfounded(Vec<String>),
+    /// Figures of the answering fact that the answer leaves out ("open late on Fridays"
+    /// where the fact says until 9 pm).
+    Incomplete(Vec<String>),
     /// A yes where the fact says no, or the other way round.
     Polarity,
     /// Nothing left once cut to one sentence.
@@ -175,6 +178,25 @@ pub fn check(answer: &str, question: &str, facts: &[&str], venue: &str) -> Resul
     if !missing.is_empty() {
         return Err(Unsupported::Claims(missing));
     }
+    // The figures of the answering fact are what the visitor came for: an answer that
+    // drops one ("The museum is open on Sunday at 10 am" of "Sunday 10 am to 4 pm") is
+    // not all the fact says.
+    let figures = |text: &str| -> Vec<String> {
+        claims(text)
+            .into_iter()
+            .filter(|c| c.starts_with(|ch: char| ch.is_ascii_digit()))
+            .collect()
+    };
+    let given = figures(answer);
+    let left_out: Vec<String> = facts.first().map_or(Vec::new(), |f| {
+        figures(f)
+            .into_iter()
+            .filter(|c| !given.contains(c))
+            .collect()
+    });
+    if !left_out.is_empty() {
+        return Err(Unsupported::Incomplete(left_out));
+    }
     // Every content word must come from the facts or the question: a 135M model fills in
     // with words of its own, and what they say no fact backs.
     let held: Vec<String> = facts
@@ -263,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_drops_a_figure_is_incomplete() {
+        let facts = ["Opening hours: Sunday 10 am to 4 pm."];
+        assert_eq!(
+            check(
+                "The museum is open on Sunday at 10 am.",
+                "What time does the museum open on Sunday?",
+                &facts,
+                "City Museum"
+            ),
+            Err(Unsupported::Incomplete(vec!["4".into()]))
+        );
+    }
+
+    #[test]
     fn claims_are_numbers_places_and_names() {
         assert_eq!(
             claims("Trains to Westhaven leave from platform 2 at 6:30, on the first floor."),
@@ -341,7 +377,7 @@ mod tests {
         );
         assert_eq!(
             check(
-                "The kiosk can do this.",
+                "The kiosk can do this, platform 2.",
                 "Which platform for Northbridge?",
                 &facts,
                 "Hotel Belvedere"
@@ -353,6 +389,15 @@ mod tests {
                 "Trains leave from a platform.",
                 "Which platform for Northbridge?",
                 &facts,
+                "Hotel Belvedere"
+            ),
+            Err(Unsupported::Incomplete(vec!["2".into()]))
+        );
+        assert_eq!(
+            check(
+                "The cafe is on a floor.",
+                "Where is the cafe?",
+                &["The cafe is on the ground floor."],
                 "Hotel Belvedere"
             ),
             Err(Unsupported::NoAnswer)
