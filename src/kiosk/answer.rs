@@ -9,7 +9,7 @@
 //! claims what they do not hold, or says yes where they say no, is replaced by the best
 //! fact's own words.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -132,8 +132,9 @@ pub struct Answerer {
     index: FactIndex,
     /// The facts' sentence embeddings, when `config.encoder` is given.
     meanings: Vec<SentenceEmbedding>,
-    /// The embeddings of each fact's sentences (see [`sentences`]), likewise.
-    sentence_meanings: Vec<Vec<SentenceEmbedding>>,
+    /// The embeddings of the parts of facts an answer may be (see [`choosable_parts`]),
+    /// likewise.
+    part_meanings: HashMap<String, SentenceEmbedding>,
     /// The names the facts hold, as terms: see [`names_of`].
     names: BTreeSet<String>,
     fallback: String,
@@ -162,16 +163,13 @@ impl Answerer {
         let router = (!commands.is_empty())
             .then(|| Router::new(&llm, &commands, &knowledge.name, config.command_margin))
             .transpose()?;
-        let (meanings, sentence_meanings) = match &config.encoder {
-            Some(encoder) => (
-                encoder.embed_all(&facts)?,
-                embed_sentences(encoder, &facts)?,
-            ),
-            None => (Vec::new(), Vec::new()),
+        let (meanings, part_meanings) = match &config.encoder {
+            Some(encoder) => (encoder.embed_all(&facts)?, embed_parts(encoder, &facts)?),
+            None => (Vec::new(), HashMap::new()),
         };
         Ok(Answerer {
             meanings,
-            sentence_meanings,
+            part_meanings,
             index: FactIndex::new(&facts).ignoring(&knowledge.name),
             names: names_of(&facts),
             facts,
@@ -332,18 +330,11 @@ impl Answerer {
         // prompt (fewer tokens before the first, and nothing else to run on into); the
         // facts after the first are context only: a platform taken from the fact next to
         // the right one is the error they invite.
-        let closeness: Option<Vec<f32>> = asked.as_ref().map(|a| {
-            self.sentence_meanings[chosen[0]]
-                .iter()
-                .map(|m| m.similarity(a))
-                .collect()
-        });
-        let best = best_clause(
-            &self.facts[chosen[0]],
-            question,
-            wanted,
-            closeness.as_deref(),
-        );
+        let close = |part: &str| {
+            let asked = asked.as_ref()?;
+            Some(self.part_meanings.get(part)?.similarity(asked))
+        };
+        let best = best_clause(&self.facts[chosen[0]], question, wanted, &close);
         let facts: Vec<&str> = std::iter::once(best.as_str())
             .chain(chosen[1..].iter().map(|&i| self.facts[i].as_str()))
             .collect();
@@ -444,65 +435,33 @@ impl Answerer {
     }
 }
 
-/// The part of a fact that answers the question. Of a fact of several sentences, the
-/// sentence that gives the kind of answer `wanted` and shares most of the question's rarest
-/// terms ("How much is the car park?": the sentence with the prices, not the one that says
-/// where it is). A list-like sentence ("Opening hours: Monday to Saturday ...; Sunday ...;
-/// ...": a topic, or three clauses or more between semicolons) gives the clause holding
-/// most of those terms, after the topic ("Opening hours: Sunday 10 am to 4 pm."); any
-/// other sentence is said whole.
-///
-/// `closeness` holds each sentence's similarity of meaning to the question, when known:
-/// it ranks them instead of the shared terms ("how many books can I take out": "you can
-/// borrow up to 12 items at once", not "Books are lent for 3 weeks").
-pub fn best_clause(
-    fact: &str,
-    question: &str,
-    wanted: Wanted,
-    closeness: Option<&[f32]>,
-) -> String {
-    let all = sentences(fact);
-    let giving: Vec<usize> = (0..all.len())
-        .filter(|&i| asked::gives(all[i], wanted))
-        .collect();
-    let candidates: Vec<usize> = if giving.is_empty() {
-        (0..all.len()).collect()
-    } else {
-        giving
-    };
-    let texts: Vec<&str> = candidates.iter().map(|&i| all[i]).collect();
-    let days = on_the_day(&texts, question);
-    let candidates: Vec<usize> = if days.is_empty() {
-        candidates
-    } else {
-        days.into_iter().map(|j| candidates[j]).collect()
-    };
-    let parts: Vec<&str> = candidates.iter().map(|&i| all[i]).collect();
-    let sentence = match closeness {
-        _ if all.len() < 2 => fact,
-        // Ranked as the facts are (`Retrieval::by_meaning`): meaning, shared words after.
-        Some(close) if close.len() == all.len() => {
-            let close: Vec<f32> = candidates.iter().map(|&i| close[i]).collect();
-            FactIndex::new(&parts)
-                .rank(question)
-                .by_meaning(&close)
-                .best()
-                .map_or(parts[0], |h| parts[h.fact])
-        }
-        _ => best_part(&parts, question),
-    };
-    best_in_sentence(sentence, question)
-}
+/// How close in meaning a part of a fact is to the question, when it was embedded.
+pub type Closeness<'a> = &'a dyn Fn(&str) -> Option<f32>;
 
-/// The embeddings of every fact's sentences, with one pass over the encoder's weights.
-fn embed_sentences(encoder: &MiniLm, facts: &[String]) -> Result<Vec<Vec<SentenceEmbedding>>> {
-    let split: Vec<Vec<&str>> = facts.iter().map(|f| sentences(f)).collect();
-    let flat: Vec<&str> = split.iter().flatten().copied().collect();
-    let mut embedded = encoder.embed_all(&flat)?.into_iter();
-    Ok(split
+/// The part of a fact that answers the question. Of a fact of several sentences, the
+/// sentence that gives the kind of answer `wanted` and best matches the question ("How
+/// much is the car park?": the sentence with the prices, not the one that says where it
+/// is). A list-like sentence ("Opening hours: Monday to Saturday ...; Sunday ...; ...": a
+/// topic, or three clauses or more between semicolons) gives its best clause, after the
+/// topic ("Opening hours: Sunday 10 am to 4 pm."), and a clause of three items or more its
+/// best item; any other sentence is said whole.
+///
+/// "Best" is as the facts are ranked ([`Retrieval::by_meaning`]): by `close`, the parts'
+/// similarity of meaning to the question, with the shared terms after ("which floor for
+/// the heart doctor": cardiology's clause, which shares no word); by the rarest shared
+/// terms alone where the parts were not embedded ([`FactIndex`]).
+pub fn best_clause(fact: &str, question: &str, wanted: Wanted, close: Closeness) -> String {
+    let all = sentences(fact);
+    if all.len() < 2 {
+        return best_in_sentence(fact, question, close);
+    }
+    let giving: Vec<&str> = all
         .iter()
-        .map(|s| embedded.by_ref().take(s.len()).collect())
-        .collect())
+        .copied()
+        .filter(|s| asked::gives(s, wanted))
+        .collect();
+    let candidates = if giving.is_empty() { &all } else { &giving };
+    best_in_sentence(best_part(candidates, question, close), question, close)
 }
 
 /// The sentences of a fact: each ends at a stop followed by a space ("room 1.14" and "9.50
@@ -527,24 +486,61 @@ fn sentences(fact: &str) -> Vec<&str> {
     out
 }
 
-/// The clause or item of one sentence that answers the question (see [`best_clause`]).
-fn best_in_sentence(fact: &str, question: &str) -> String {
-    let (topic, body) = match fact.split_once(": ") {
+/// A list-like sentence's topic and clauses (see [`best_clause`]); `None` for a sentence
+/// that is said whole.
+fn clauses(sentence: &str) -> Option<(Option<&str>, Vec<&str>)> {
+    let (topic, body) = match sentence.split_once(": ") {
         Some((t, b)) if t.split_whitespace().count() <= 3 => (Some(t), b),
-        _ => (None, fact),
+        _ => (None, sentence),
     };
     let clauses: Vec<&str> = body.split("; ").collect();
-    if clauses.len() < 2 || (topic.is_none() && clauses.len() < 3) {
-        return grounding::one_sentence(fact);
+    (clauses.len() >= 3 || (topic.is_some() && clauses.len() == 2)).then_some((topic, clauses))
+}
+
+/// The items of a clause that lists three or more ("adults 12 euros, children 5 euros,
+/// students 8 euros"); `None` for any other clause.
+fn items(clause: &str) -> Option<Vec<&str>> {
+    let items: Vec<&str> = clause.split(", ").collect();
+    (items.len() >= 3).then_some(items)
+}
+
+/// Every part of the facts that [`best_clause`] may choose among: the sentences of a fact
+/// of several, the clauses of a list-like sentence, the items of a listing clause.
+fn choosable_parts(facts: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    for fact in facts {
+        let all = sentences(fact);
+        for sentence in &all {
+            if all.len() > 1 {
+                out.push(*sentence);
+            }
+            for clause in clauses(sentence).map_or(Vec::new(), |(_, c)| c) {
+                out.push(clause);
+                out.extend(items(clause).unwrap_or_default());
+            }
+        }
     }
-    let best = best_part(&clauses, question);
-    // A clause that lists three items or more ("adults 12 euros, children 5 euros,
-    // students 8 euros") gives the item asked about.
-    let items: Vec<&str> = best.split(", ").collect();
-    let best = if items.len() >= 3 {
-        best_part(&items, question)
-    } else {
-        best
+    out
+}
+
+/// The embeddings of the facts' choosable parts, with one pass over the encoder's weights.
+fn embed_parts(encoder: &MiniLm, facts: &[String]) -> Result<HashMap<String, SentenceEmbedding>> {
+    let mut parts = choosable_parts(facts);
+    parts.sort_unstable();
+    parts.dedup();
+    let meanings = encoder.embed_all(&parts)?;
+    Ok(parts.into_iter().map(str::to_owned).zip(meanings).collect())
+}
+
+/// The clause or item of one sentence that answers the question (see [`best_clause`]).
+fn best_in_sentence(sentence: &str, question: &str, close: Closeness) -> String {
+    let Some((topic, clauses)) = clauses(sentence) else {
+        return grounding::one_sentence(sentence);
+    };
+    let best = best_part(&clauses, question, close);
+    let best = match items(best) {
+        Some(items) => best_part(&items, question, close),
+        None => best,
     };
     let text = match topic {
         Some(t) => format!("{t}: {best}"),
@@ -572,10 +568,10 @@ fn names_of(facts: &[String]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The part sharing the question's rarest terms (the first when none does); a part that
-/// holds the day the question names comes first ("on Sundays": the Sunday hours, not the
-/// clause about opening late).
-fn best_part<'a>(parts: &[&'a str], question: &str) -> &'a str {
+/// The part that best matches the question (see [`best_clause`]; the first when none
+/// does); a part that holds the day the question names comes first ("on Sundays": the
+/// Sunday hours, not the clause about opening late).
+fn best_part<'a>(parts: &[&'a str], question: &str, close: Closeness) -> &'a str {
     let on_the_day: Vec<&'a str> = on_the_day(parts, question)
         .into_iter()
         .map(|i| parts[i])
@@ -585,11 +581,13 @@ fn best_part<'a>(parts: &[&'a str], question: &str) -> &'a str {
     } else {
         &on_the_day[..]
     };
-    let index = FactIndex::new(parts);
-    index
-        .rank(question)
-        .best()
-        .map_or(parts[0], |h| parts[h.fact])
+    let ranked = FactIndex::new(parts).rank(question);
+    let similarities: Option<Vec<f32>> = parts.iter().map(|p| close(p)).collect();
+    let ranked = match similarities {
+        Some(s) => ranked.by_meaning(&s),
+        None => ranked,
+    };
+    ranked.best().map_or(parts[0], |h| parts[h.fact])
 }
 
 /// The parts that hold a day the question names ("on Sundays"), by index.
@@ -687,7 +685,7 @@ mod tests {
                 hours,
                 "What time do you open on Sunday?",
                 Wanted::Time,
-                None
+                &|_| None
             ),
             "Opening hours: Sunday 10 am to 4 pm."
         );
@@ -697,7 +695,7 @@ mod tests {
                 tickets,
                 "How much is a ticket for a child?",
                 Wanted::Price,
-                None
+                &|_| None
             ),
             "Tickets: children 5 euros."
         );
@@ -706,7 +704,7 @@ mod tests {
                 "The cafe is on the ground floor.",
                 "Where is the cafe?",
                 Wanted::Place,
-                None
+                &|_| None
             ),
             "The cafe is on the ground floor."
         );
@@ -717,13 +715,32 @@ mod tests {
                 parking,
                 "how much does the car park cost",
                 Wanted::Price,
-                None
+                &|_| None
             ),
             "Parking costs 2 euros for the first hour."
         );
         assert_eq!(
-            best_clause(parking, "where is the car park", Wanted::Place, None),
+            best_clause(parking, "where is the car park", Wanted::Place, &|_| None),
             "The visitor car park is P2, on Hospital Road."
+        );
+        // Meaning decides where the words do not: no clause says "heart".
+        let clinics = "Cardiology is on the first floor; the eye clinic is on the second \
+                       floor; dermatology is on the third floor.";
+        let close = |part: &str| {
+            Some(if part.starts_with("Cardiology") {
+                0.6
+            } else {
+                0.2
+            })
+        };
+        assert_eq!(
+            best_clause(
+                clinics,
+                "which floor for the heart doctor",
+                Wanted::Place,
+                &close
+            ),
+            "Cardiology is on the first floor."
         );
     }
 }

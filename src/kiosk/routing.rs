@@ -199,8 +199,11 @@ fn asked_in_clause(clause: &str) -> Option<Form> {
         return Some(Form::Question);
     }
     let wh_contracted = first.strip_suffix("'s").is_some_and(|w| WH.contains(&w));
+    let third = ws.get(2).copied().unwrap_or("");
+    // "where do", "how much", and a question word with its noun: "which floor do I need".
     let wh_asks = WH.contains(&first)
         && (AUXILIARIES.contains(&second)
+            || AUXILIARIES.contains(&third)
             || matches!(
                 second,
                 "time" | "much" | "many" | "long" | "far" | "late" | "early"
@@ -638,6 +641,10 @@ mod tests {
             Form::Request
         );
         assert_eq!(form("when's the last train tonight"), Form::Question);
+        assert_eq!(
+            asked_part("i've got an appointment with the heart doctor, which floor do i need"),
+            "which floor do i need"
+        );
         assert!(only_asks_to_know("which floor is the maternity ward on"));
         assert!(!only_asks_to_know(
             "when are the next ones to millford, put them up for me"
