@@ -34,6 +34,8 @@ pub enum Wanted {
     Platform,
     /// "How many ...".
     Count,
+    /// "What's the phone number ...", "email address": digits to dial or an address.
+    Contact,
     /// "Who ...", "what is it called".
     Name,
     /// A yes/no question or anything else: the topic decides.
@@ -43,6 +45,18 @@ pub enum Wanted {
 /// Phrases that ask for each kind, in the order they are tried ("how much time" is a
 /// price question no one asks; "how long" must win over "when" in "how long until when").
 const ASKS: &[(Wanted, &[&str])] = &[
+    (
+        Wanted::Contact,
+        &[
+            "phone number",
+            "telephone number",
+            "number to call",
+            "contact number",
+            "email",
+            "e-mail",
+            "website",
+        ],
+    ),
     (Wanted::Duration, &["how long"]),
     (
         Wanted::Price,
@@ -326,6 +340,14 @@ pub fn gives(fact: &str, kind: Wanted) -> bool {
             .windows(2)
             .any(|p| matches!(p[0].as_str(), "platform" | "platforms") && is_number(&p[1])),
         Wanted::Count => w.iter().any(|x| is_number(x)),
+        // A number to dial has six digits or more ("01 234 5678" counts them all).
+        Wanted::Contact => {
+            (fact.chars().filter(char::is_ascii_digit).count() >= 6
+                && w.iter()
+                    .any(|x| matches!(x.as_str(), "phone" | "call" | "number" | "tel")))
+                || fact.contains('@')
+                || fact.contains("www.")
+        }
         Wanted::Name => !names(fact).is_empty() || fact.contains('"'),
     }
 }
@@ -417,6 +439,10 @@ mod tests {
         assert_eq!(wanted("Which platform for Lakeside?"), Wanted::Platform);
         assert_eq!(wanted("Can I bring my dog?"), Wanted::Any);
         assert_eq!(wanted("Who is the director?"), Wanted::Name);
+        assert_eq!(
+            wanted("what's the phone number for cardiology"),
+            Wanted::Contact
+        );
     }
 
     #[test]
@@ -445,6 +471,14 @@ mod tests {
         assert!(gives(
             "Please arrive 15 minutes before your appointment.",
             Wanted::Time
+        ));
+        assert!(!gives(
+            "Cardiology is on the first floor, rooms 1.10 to 1.24.",
+            Wanted::Contact
+        ));
+        assert!(gives(
+            "Call the front desk on 01 234 5678.",
+            Wanted::Contact
         ));
     }
 

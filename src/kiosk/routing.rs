@@ -134,6 +134,19 @@ pub fn asked_part(text: &str) -> &str {
     at.map_or(text, |i| text[i..].trim_start())
 }
 
+/// Whether the last words of an utterance are a question tag: "okay?", "right?".
+fn is_tag(tail: &str) -> bool {
+    let ws = words(tail);
+    !ws.is_empty()
+        && ws.len() <= 2
+        && ws.iter().all(|w| {
+            matches!(
+                w.as_str(),
+                "okay" | "ok" | "right" | "yeah" | "alright" | "yes" | "no" | "eh" | "huh" | "all"
+            )
+        })
+}
+
 /// Who a request is put to: the kiosk, or whoever is there ("could someone bring a
 /// wheelchair").
 const ADDRESSED: &[&str] = &["you", "someone", "somebody", "anyone", "anybody"];
@@ -242,7 +255,12 @@ fn first_clause_form(text: &str) -> Form {
     let Some(first) = ws.first() else {
         return Form::Statement;
     };
-    let closing = text.trim_end().chars().last();
+    // A tag ("I'll meet you in the cafe, okay?") puts a question mark on a statement.
+    let untagged = match text.trim_end().rsplit_once(',') {
+        Some((head, tag)) if is_tag(tag) => head,
+        _ => text,
+    };
+    let closing = untagged.trim_end().chars().last();
     let exclaims = ws.get(1).is_some_and(|w| EXCLAIMING.contains(&w.as_str()))
         && matches!(first.as_str(), "what" | "how");
     // Without closing punctuation (a transcript cut short, typed shorthand) a question word
@@ -660,5 +678,10 @@ mod tests {
             Form::Statement
         );
         assert_eq!(form("Thank you, that's lovely."), Form::Statement);
+        assert_eq!(
+            form("I'll meet you in the cafe in ten minutes, okay?"),
+            Form::Statement
+        );
+        assert_eq!(form("The cafe is upstairs, right?"), Form::Statement);
     }
 }
