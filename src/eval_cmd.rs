@@ -47,6 +47,7 @@ pub fn run(command: EvalCommand) -> Result<()> {
             "heldout.toml",
             "heldout2.toml",
             "heldout3.toml",
+            "heldout4.toml",
             "spoken.toml",
         ]
         .iter()

@@ -1,7 +1,8 @@
 //! The kiosk's evaluation (`percept eval kiosk`) as a test.
 //!
-//! On every set (four venues typed, and the spoken fixtures through Whisper): not one
-//! action for an utterance that asked for none, and no statement for talk. On the
+//! On every set (nine venues typed, and the spoken fixtures through Whisper): not one
+//! action for an utterance that asked for none, and no statement for talk (heldout3: one
+//! remark to a companion is answered). On the
 //! development set, the issue's bar: facts answered, abstentions and commands each at
 //! least 90% right, ranking facts by meaning (the default) and by words alone. The other
 //! sets do not reach it for facts (README, "Kiosk grounding"); their scores are printed.
@@ -61,12 +62,22 @@ fn the_development_set_meets_the_bar_and_no_set_gets_an_unasked_action() {
         assert!(dev.share(kind) >= 0.9, "{kind:?}\n{}", dev.text(false));
     }
     assert_no_action_or_statement_unasked(&dev);
-    for name in ["dev2.toml", "heldout.toml", "heldout2.toml"] {
+    for name in [
+        "dev2.toml",
+        "heldout.toml",
+        "heldout2.toml",
+        "heldout4.toml",
+    ] {
         let report = eval::run(&set(name), &llm, &config, None).unwrap();
         eprintln!("{}", report.text(false));
         assert!(report.by_kind[&Kind::Talk].total >= 15, "{name}");
         assert_no_action_or_statement_unasked(&report);
     }
+    // heldout3 answers one remark to a companion ("did you remember the towels or did
+    // you leave them in the car again") from a fact; it must still act on no talk.
+    let report = eval::run(&set("heldout3.toml"), &llm, &config, None).unwrap();
+    eprintln!("{}", report.text(false));
+    assert_eq!(report.unasked_actions, 0, "{}", report.text(false));
 }
 
 #[test]

@@ -185,7 +185,7 @@ const BEFORE_A_VERB: &[&str] = &[
 const AMOUNTS_AND_PARTICLES: &[&str] = &[
     "many", "few", "much", "more", "most", "some", "lot", "lots", "back", "off", "out", "up",
     "down", "away", "over", "along", "isn't", "aren't", "earliest", "latest", "showing", "show",
-    "after", "before",
+    "after", "before", "all", "little", "every", "each", "whole",
 ];
 
 /// Prepositions before "my" or "our" that make what follows the visitor's circumstances.
@@ -225,11 +225,19 @@ const ADVERBS: &[&str] = &[
     "somewhere",
     "anywhere",
     "everywhere",
+    "often",
+    "always",
+    "usually",
+    "sometimes",
+    "around",
+    "round",
 ];
 
 /// The particles that make a phrasal verb of the word before them ("turn up", "end up",
 /// "pick up"): that word is an action.
-const VERB_PARTICLES: &[&str] = &["up", "off", "out", "back", "down", "away", "over"];
+const VERB_PARTICLES: &[&str] = &[
+    "up", "off", "out", "back", "down", "away", "over", "around", "round",
+];
 
 /// Verbs of losing: their object is the visitor's own thing ("I lost my umbrella", "I
 /// dropped a glove"), what the question is about is where lost things go.
@@ -367,7 +375,8 @@ pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
         if !unknown.contains(&term) || is_number(word) || narrows || is_stopword(&term) {
             continue;
         }
-        if ADVERBS.contains(&word.as_str()) || COMPANIONS.contains(&word.as_str()) {
+        let bare = word.strip_suffix("'s").unwrap_or(word);
+        if ADVERBS.contains(&word.as_str()) || COMPANIONS.contains(&bare) {
             continue;
         }
         let before = |k: usize| i.checked_sub(k).map_or("", |j| w[j].as_str());
@@ -376,7 +385,11 @@ pub fn unknown_things(question: &str, unknown: &[String]) -> Vec<String> {
             // "a sauna up by the pool": after a determiner it is a thing all the same.
             || (VERB_PARTICLES.contains(&next) && !DETERMINERS.contains(&before(1)))
             || (word.ends_with("ed") && PERFECT.contains(&before(1)))
-            || (word.ends_with("ing") && BE.contains(&before(1)));
+            || (word.ends_with("ing") && BE.contains(&before(1)))
+            // The verb after a question's subject: "what time does the chemist shut".
+            || (i > 2
+                && DETERMINERS.contains(&before(2))
+                && matches!(before(3), "do" | "does" | "did" | "can" | "will" | "would"));
         // "on my laptop", "with my parents": the visitor's own things, the circumstances
         // of the question rather than what it asks for ("leave my coat" still asks).
         let own = i > 1 && matches!(before(1), "my" | "our") && PREPOSITIONS.contains(&before(2));
@@ -419,6 +432,12 @@ mod tests {
         assert!(things("where would it have ended up", &["end"]).is_empty());
         assert!(things("i lost my umbrella, where should i go", &["umbrella"]).is_empty());
         assert!(things("when can i see my mum on the ward", &["mum"]).is_empty());
+        assert!(things("what time does the chemist shut", &["shut"]).is_empty());
+        assert!(things("is there anyone who can show us around", &["around"]).is_empty());
+        assert_eq!(
+            things("what time does the chemist shut", &["chemist"]),
+            ["chemist"]
+        );
         // The thing asked for still counts, after a verb and "my" too.
         assert_eq!(things("where can i leave my coat", &["coat"]), ["coat"]);
         assert_eq!(

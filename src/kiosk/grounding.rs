@@ -96,7 +96,7 @@ pub fn one_sentence(text: &str) -> String {
 }
 
 /// A text's tokens stripped of punctuation, each with whether it is written as a name: a
-/// capitalised word that does not open a sentence, other than "I".
+/// capitalised word that does not open a sentence, other than "I" and its contractions.
 fn tokens(text: &str) -> Vec<(&str, bool)> {
     let mut out = Vec::new();
     let mut opening = true;
@@ -106,7 +106,9 @@ fn tokens(text: &str) -> Vec<(&str, bool)> {
             continue;
         }
         let capital = bare.chars().next().is_some_and(char::is_uppercase);
-        out.push((bare, capital && !opening && bare != "I"));
+        // "I", "I'm", "I'll" are no names.
+        let me = bare == "I" || bare.starts_with("I'");
+        out.push((bare, capital && !opening && !me));
         opening = token.ends_with(['.', '!', '?', ':']);
     }
     out
@@ -131,7 +133,7 @@ pub fn claims(answer: &str) -> Vec<String> {
 pub fn names(text: &str) -> Vec<String> {
     tokens(text)
         .into_iter()
-        .filter(|(bare, name)| *name && !bare.starts_with("I'"))
+        .filter(|(_, name)| *name)
         .flat_map(|(bare, _)| words(bare))
         .collect()
 }

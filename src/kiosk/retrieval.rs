@@ -18,6 +18,9 @@ const B: f32 = 0.75;
 const STOPWORDS: &[&str] = &[
     "a",
     "about",
+    "although",
+    "though",
+    "having",
     "am",
     "an",
     "and",
@@ -286,9 +289,42 @@ fn fold(word: &str) -> String {
         .map_or(s, |(form, _)| (*form).to_owned())
 }
 
+/// Contractions typed without their apostrophe ("whats the wifi", "im just dropping
+/// off"), as they are written with it.
+const UNAPOSTROPHED: &[(&str, &str)] = &[
+    ("im", "i'm"),
+    ("ive", "i've"),
+    ("dont", "don't"),
+    ("doesnt", "doesn't"),
+    ("didnt", "didn't"),
+    ("cant", "can't"),
+    ("isnt", "isn't"),
+    ("arent", "aren't"),
+    ("wont", "won't"),
+    ("whats", "what's"),
+    ("wheres", "where's"),
+    ("whens", "when's"),
+    ("hows", "how's"),
+    ("whos", "who's"),
+    ("thats", "that's"),
+    ("youre", "you're"),
+    ("theyre", "they're"),
+];
+
 /// The words of a text, lower-cased; apostrophes and inner hyphens, dots and colons stay
-/// ("i'm", "one-way", "9.50", "6:30").
+/// ("i'm", "one-way", "9.50", "6:30"), and a contraction typed without its apostrophe gets
+/// it back ("whats" is "what's").
 pub fn words(text: &str) -> Vec<String> {
+    let mut out = raw_words(text);
+    for w in &mut out {
+        if let Some((_, with)) = UNAPOSTROPHED.iter().find(|(bare, _)| bare == w) {
+            *w = (*with).to_owned();
+        }
+    }
+    out
+}
+
+fn raw_words(text: &str) -> Vec<String> {
     let lower = text.to_lowercase().replace('’', "'");
     let mut out = Vec::new();
     let mut word = String::new();

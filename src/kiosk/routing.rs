@@ -104,7 +104,7 @@ const WH: &[&str] = &["what", "where", "when", "how", "which", "who", "why"];
 pub fn form(text: &str) -> Form {
     let whole = first_clause_form(text);
     let later = text
-        .split([',', ';'])
+        .split(CLAUSE_ENDS)
         .skip(1)
         .filter_map(asked_in_clause)
         .last();
@@ -120,12 +120,17 @@ pub fn form(text: &str) -> Form {
 /// "where do we go"), else the whole text. The remark is context for finding the fact; the
 /// question is what must be answered.
 pub fn asked_part(text: &str) -> &str {
-    if matches!(first_clause_form(text), Form::Question | Form::Request) {
+    // The first clause with more than greetings ("hello, could you tell me ...").
+    let first = text
+        .split(CLAUSE_ENDS)
+        .find(|c| words(c).iter().any(|w| !OPENERS.contains(&w.as_str())))
+        .unwrap_or(text);
+    if matches!(first_clause_form(first), Form::Question | Form::Request) {
         return text;
     }
     let mut at = None;
     let mut start = 0;
-    for clause in text.split_inclusive([',', ';']) {
+    for clause in text.split_inclusive(CLAUSE_ENDS) {
         if start > 0 && asked_in_clause(clause).is_some() {
             at = Some(start);
         }
@@ -165,20 +170,54 @@ fn wonders(ws: &[&str]) -> bool {
 /// ward on" wants a floor, not the map; "when are the next ones to Millford, put them up
 /// for me" wants the screen). Its answer is words, whatever the likelihoods say.
 pub fn only_asks_to_know(text: &str) -> bool {
-    let opening = words(text)
-        .into_iter()
-        .find(|w| !OPENERS.contains(&w.as_str()))
-        .unwrap_or_default();
-    let opening = opening.strip_suffix("'s").unwrap_or(&opening);
-    if !WH.contains(&opening) {
-        return false;
-    }
-    !text.split([',', ';', '.', '?', '!']).skip(1).any(|clause| {
-        let first = words(clause)
+    let clauses: Vec<&str> = text
+        .split(CLAUSE_ENDS)
+        .filter(|c| !words(c).is_empty())
+        .collect();
+    let opening = |clause: &str| {
+        words(clause)
             .into_iter()
-            .find(|w| !OPENERS.contains(&w.as_str()));
-        first.is_some_and(|w| IMPERATIVES.contains(&w.as_str()))
-            || asked_in_clause(clause) == Some(Form::Request)
+            .find(|w| !OPENERS.contains(&w.as_str()))
+            .unwrap_or_default()
+    };
+    let is_wh = |w: &str| WH.contains(&w.strip_suffix("'s").unwrap_or(w));
+    // The clause that asks: the first opening with a question word or an auxiliary.
+    let Some(asking) = clauses.iter().position(|c| {
+        let o = opening(c);
+        is_wh(&o) || AUXILIARIES.contains(&o.as_str())
+    }) else {
+        return false;
+    };
+    is_wh(&opening(clauses[asking]))
+        && !clauses.iter().enumerate().any(|(i, c)| {
+            i != asking
+                && (IMPERATIVES.contains(&opening(c).as_str())
+                    || asked_in_clause(c) == Some(Form::Request))
+        })
+}
+
+/// What ends a clause: a remark before the question may end with a comma or a stop ("My
+/// mum uses a wheelchair. Where do we go?").
+const CLAUSE_ENDS: [char; 5] = [',', ';', '.', '?', '!'];
+
+/// Question words that open a question in the middle of unpunctuated speech ("i dropped my
+/// keys yesterday where would they end up"); "who" and "which" are left out, being as
+/// often relative ("the student who did our tour").
+const MID_WH: &[&str] = &["what", "where", "when", "how"];
+
+/// Subjects after an inverted auxiliary: "where would they", "when does the".
+const SUBJECTS: &[&str] = &[
+    "i", "you", "we", "they", "he", "she", "it", "the", "my", "our", "your", "this", "there",
+];
+
+/// Whether words hold a question in inverted order: a question word, an auxiliary and its
+/// subject ("where would they end up"), or "how late can", "how much does".
+fn inverted_question(ws: &[&str]) -> bool {
+    ws.windows(3).any(|t| {
+        MID_WH.contains(&t[0])
+            && ((AUXILIARIES.contains(&t[1]) && SUBJECTS.contains(&t[2]))
+                || (matches!(t[1], "much" | "many" | "long" | "late" | "early" | "far")
+                    && AUXILIARIES.contains(&t[2])))
     })
 }
 
@@ -205,14 +244,16 @@ fn asked_in_clause(clause: &str) -> Option<Form> {
         _ => ws,
     };
     let (first, second) = (*ws.first()?, ws.get(1).copied().unwrap_or(""));
-    if matches!(first, "can" | "could" | "would" | "will") && ADDRESSED.contains(&second) {
+    let third = ws.get(2).copied().unwrap_or("");
+    if matches!(first, "can" | "could" | "would" | "will")
+        && (ADDRESSED.contains(&second) || (second == "i" && ASKING_TO_HAVE.contains(&third)))
+    {
         return Some(Form::Request);
     }
     if wonders(&ws) {
         return Some(Form::Question);
     }
     let wh_contracted = first.strip_suffix("'s").is_some_and(|w| WH.contains(&w));
-    let third = ws.get(2).copied().unwrap_or("");
     // "where do", "how much", and a question word with its noun: "which floor do I need".
     let wh_asks = WH.contains(&first)
         && (AUXILIARIES.contains(&second)
@@ -266,14 +307,24 @@ fn first_clause_form(text: &str) -> Form {
     // Without closing punctuation (a transcript cut short, typed shorthand) a question word
     // near the start still asks: "until when is the pool open".
     let unpunctuated = !matches!(closing, Some('.' | '!' | '?'));
+    // The question word opens its clause, after a preposition at most ("until when");
+    // after a noun it is relative ("the student who did our tour").
     let asks_near_start = unpunctuated
         && ws
             .iter()
             .take(3)
-            .any(|w| WH.contains(&w.as_str()) && w != "why");
+            .position(|w| WH.contains(&w.as_str()) && w != "why")
+            .is_some_and(|p| {
+                ws[..p]
+                    .iter()
+                    .all(|w| LEADING_PREPOSITIONS.contains(&w.as_str()))
+            });
+    let plain: Vec<&str> = ws.iter().map(String::as_str).collect();
+    let inverted = (unpunctuated || closing == Some('?')) && inverted_question(&plain);
     if closing == Some('?')
         || (QUESTION_OPENERS.contains(&first.as_str()) && !exclaims)
         || asks_near_start
+        || inverted
     {
         let second = ws.get(1).map_or("", String::as_str);
         let third = ws.get(2).map_or("", String::as_str);
@@ -285,7 +336,6 @@ fn first_clause_form(text: &str) -> Form {
             Form::Question
         };
     }
-    let plain: Vec<&str> = all.iter().map(String::as_str).collect();
     if wonders(&plain) {
         return Form::Question;
     }
@@ -664,6 +714,26 @@ mod tests {
             "which floor do i need"
         );
         assert!(only_asks_to_know("which floor is the maternity ward on"));
+        assert!(only_asks_to_know(
+            "My mum uses a wheelchair. Where do we go so someone can help her?"
+        ));
+        assert!(!only_asks_to_know(
+            "where are all the gates, can I see a map"
+        ));
+        assert_eq!(
+            form("i dropped my keys somewhere yesterday where would they end up"),
+            Form::Question
+        );
+        assert_eq!(
+            form("on a tuesday how late can I stay in the library"),
+            Form::Question
+        );
+        assert_eq!(form("whats the wifi pasword"), Form::Question);
+        assert_eq!(
+            form("the student who did our tour on Saturday was lovely"),
+            Form::Statement
+        );
+        assert_eq!(form("I know where the cafe is."), Form::Statement);
         assert!(!only_asks_to_know(
             "when are the next ones to millford, put them up for me"
         ));
