@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (or those named) for SECONDS_EACH seconds (default 300), one after the
-# other, from its committed seeds (fuzz/seeds/T) and the corpus kept in fuzz/corpus/T, and
-# prints one line per target: executions, corpus size, crashes (files in fuzz/artifacts/T).
-# Needs cargo-fuzz (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP lets stable build the
-# sanitizer flags libFuzzer wants.
+# Builds every fuzz target (or those named), then runs each for SECONDS_EACH seconds (default
+# 300), one after the other, from its committed seeds (fuzz/seeds/T) and the corpus kept in
+# fuzz/corpus/T, and prints one line per target: executions, corpus size, new crashes (files
+# libFuzzer left in fuzz/artifacts/T). Exits 1 when a target does not build or a run crashes,
+# so that a target that rots or a crash that returns fails the test that calls it
+# (`tests/fuzz_smoke.rs`, 20 s each).
+# Needs cargo-fuzz (`scripts/setup` installs it); RUSTC_BOOTSTRAP lets stable build the
+# sanitizer flags libFuzzer wants. FUZZ_TARGET_DIR (default fuzz/target) is where they build.
 #
-#   [SECONDS_EACH=3600] fuzz/run.sh [TARGET...]
+#   [SECONDS_EACH=3600] [FUZZ_TARGET_DIR=DIR] fuzz/run.sh [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${SECONDS_EACH:-300}
+target_dir=${FUZZ_TARGET_DIR:-target}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=($(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^percept-fuzz$'))
 fi
+export RUSTC_BOOTSTRAP=1
+for t in "${targets[@]}"; do
+  if ! cargo fuzz build -O --target-dir "$target_dir" "$t" >/tmp/percept-fuzz-build.$$ 2>&1; then
+    cat /tmp/percept-fuzz-build.$$ >&2
+    echo "fuzz target $t does not build" >&2
+    rm -f /tmp/percept-fuzz-build.$$
+    exit 1
+  fi
+done
+rm -f /tmp/percept-fuzz-build.$$
+failed=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
+  before=$(find "artifacts/$t" -type f | wc -l)
   log=$(mktemp)
-  RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1 || true
-  execs=$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#')
-  crashes=$(find "artifacts/$t" -type f | wc -l)
-  printf '%-14s %5s s  %12s executions  corpus %5s  crashes %s\n' \
+  status=0
+  cargo fuzz run -O --target-dir "$target_dir" "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1 || status=$?
+  execs=$( (grep -o '^#[0-9]*' "$log" || true) | tail -n 1 | tr -d '#')
+  crashes=$(( $(find "artifacts/$t" -type f | wc -l) - before ))
+  printf '%-14s %5s s  %12s executions  corpus %5s  new crashes %s\n' \
     "$t" "$seconds" "${execs:-0}" "$(ls "corpus/$t" | wc -l)" "$crashes"
+  if [ "$status" -ne 0 ] || [ "$crashes" -ne 0 ]; then
+    tail -n 40 "$log" >&2
+    failed=1
+  fi
   rm -f "$log"
 done
+exit "$failed"

@@ -9,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 // The reader's own source file, compiled here without the rest of `encoders` (which
 // would bring the whole burn stack into every sanitizer build).
+#[allow(dead_code)]
 #[path = "../../encoders/src/weights.rs"]
 mod weights;
 #[allow(dead_code)]
