@@ -12,7 +12,11 @@
 //! a verb no fact uses ("when do you shut", "can I grab a coffee") is only another way of
 //! asking, and a word that says when or how much ("tonight", "later", "extra": see
 //! [`is_modifier`]) only narrows the question. Without a tagger, verbs are told from things
-//! by position: a word right after a subject, a modal or "to" is taken for a verb.
+//! by their company: a word right after a subject, a modal or "to", one before a particle
+//! ("turn up"), a participle ("have ended", "was wondering"), the word after a question's
+//! subject ("does the chemist shut"). Nor is a thing asked for what only frames the
+//! question: a noun after a time preposition ("before work"), what the visitor lost ("I
+//! dropped a glove"), the people with them ("my mum"), adverbs ("old enough").
 
 use super::grounding::names;
 use super::retrieval::{is_modifier, is_stopword, terms, words};

@@ -6,6 +6,9 @@
 //!    silence) is no request: it gets neither an action nor an answer. A 135M model's
 //!    likelihoods alone sent "He might even have been made amiable himself." to
 //!    `set_language`.
+//!    A question that opens with a question word and holds no imperative or request
+//!    ([`only_asks_to_know`]: "which floor is the maternity ward on") is answered, never
+//!    acted on: its likelihood under `show_map` was 5 nats above the questions'.
 //! 2. Anchors: the commands that share a content word (stemmed, synonyms folded, the
 //!    kiosk's own name left out) with the utterance. Only those are scored; a request
 //!    that anchors none is a question, with no model call.
@@ -372,6 +375,10 @@ pub struct Decision {
     /// when no command was scored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub margin: Option<f32>,
+    /// A question that only asks to be told something ([`only_asks_to_know`]): answered
+    /// without scoring the commands.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub only_asks_to_know: bool,
 }
 
 impl Decision {
@@ -388,6 +395,7 @@ impl Decision {
             form,
             anchored: Vec::new(),
             margin: None,
+            only_asks_to_know: false,
         }
     }
 }
@@ -630,6 +638,7 @@ impl Router {
                 form,
                 anchored: Vec::new(),
                 margin: None,
+                only_asks_to_know: true,
             });
         }
         let anchored = anchors.of(transcript);
@@ -651,6 +660,7 @@ impl Router {
             form,
             anchored,
             margin: scored.map(|(_, m)| m),
+            only_asks_to_know: false,
         })
     }
 }
