@@ -451,7 +451,7 @@ pub type Closeness<'a> = &'a dyn Fn(&str) -> Option<f32>;
 /// the heart doctor": cardiology's clause, which shares no word); by the rarest shared
 /// terms alone where the parts were not embedded ([`FactIndex`]).
 pub fn best_clause(fact: &str, question: &str, wanted: Wanted, close: Closeness) -> String {
-    let all = sentences(fact);
+    let all = grounding::sentences(fact);
     if all.len() < 2 {
         return best_in_sentence(fact, question, close);
     }
@@ -462,28 +462,6 @@ pub fn best_clause(fact: &str, question: &str, wanted: Wanted, close: Closeness)
         .collect();
     let candidates = if giving.is_empty() { &all } else { &giving };
     best_in_sentence(best_part(candidates, question, close), question, close)
-}
-
-/// The sentences of a fact: each ends at a stop followed by a space ("room 1.14" and "9.50
-/// euros" hold none).
-fn sentences(fact: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let bytes = fact.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(b, b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(|n| *n == b' ') {
-            let s = fact[start..=i].trim();
-            if !s.is_empty() {
-                out.push(s);
-            }
-            start = i + 1;
-        }
-    }
-    let rest = fact[start..].trim();
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
 }
 
 /// A list-like sentence's topic and clauses (see [`best_clause`]); `None` for a sentence
@@ -509,7 +487,7 @@ fn items(clause: &str) -> Option<Vec<&str>> {
 fn choosable_parts(facts: &[String]) -> Vec<&str> {
     let mut out = Vec::new();
     for fact in facts {
-        let all = sentences(fact);
+        let all = grounding::sentences(fact);
         for sentence in &all {
             if all.len() > 1 {
                 out.push(*sentence);

@@ -53,20 +53,34 @@ pub enum Unsupported {
     NoAnswer,
 }
 
+/// The sentences of a text, trimmed: each ends at a stop followed by white space or the
+/// end ("room 1.14" and "9.50 euros" end none).
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let ends =
+            matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|(_, n)| n.is_whitespace());
+        if ends {
+            let s = text[start..=i].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    let rest = text[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
 /// The first sentence of a text, its repeated clauses dropped ("The cafe is on the ground
 /// floor, the cafe is on the ground floor." is one clause), closed with its stop.
 pub fn one_sentence(text: &str) -> String {
-    let text = text.trim();
-    let chars: Vec<char> = text.chars().collect();
-    let mut end = chars.len();
-    for (i, &c) in chars.iter().enumerate() {
-        let next = chars.get(i + 1);
-        if matches!(c, '.' | '!' | '?') && next.is_none_or(|n| n.is_whitespace()) {
-            end = i + 1;
-            break;
-        }
-    }
-    let sentence: String = chars[..end].iter().collect();
+    let sentence = sentences(text).into_iter().next().unwrap_or_default();
     let stop = sentence
         .chars()
         .last()
