@@ -1,11 +1,14 @@
 //! Checks of a generated answer against the facts it was given: what it claims must be in
-//! them, and a yes or no must agree with them.
+//! them, its figures all there, and a yes or no must agree with them.
 //!
 //! A claim is what a visitor would act on and a small model invents most readily: a number
 //! (a price, a time, a platform), a number word, a floor or level, and a name (a word with a
 //! capital letter that does not open the sentence). The question does not count as support:
 //! asked for the train to Westhaven, "Trains to Westhaven leave from platform 2" names a
-//! town that no fact holds.
+//! town that no fact holds. The other words may come from the question too ("you can bring
+//! your dog"), but not from nowhere: a content word in neither is the model's own
+//! ("The facts are that ...", "the car park is a luxury"). And an answer must carry every
+//! figure of the part of the fact it answers from, or it says less than the fact.
 
 use super::retrieval::{DAYS, terms, words};
 
