@@ -18,9 +18,12 @@ use percept::describe::gate::Gate;
 use percept::describe::graph::{ASK, Captioner, SYSTEM, vision_stage};
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
-use pipeline::{EdgeConfig, Envelope, Frame, Graph, Output, edge};
+use pipeline::{EdgeConfig, Envelope, Frame, Graph, Output};
+use publish::mqtt::App;
+use publish::{Event, Kind, Record};
 
 use crate::ModelArgs;
+use crate::publish_cmd::{PublishArgs, Publishers};
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
@@ -54,6 +57,8 @@ pub struct DescribeArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -71,6 +76,12 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
         );
         args.replay = Some(BUNDLED.into());
     }
+    // The publishers first: a bad --serve or --mqtt is said before the models load.
+    let mut graph = Graph::new();
+    let stop = graph.stop_handle();
+    crate::run_cmd::on_ctrl_c(stop.clone());
+    let publishers = Publishers::start(&args.publish, App::Describe, title(&args), &graph)?;
+    let outlets = publishers.spawn(&mut graph)?;
     let llm = Arc::new(crate::llm_cmd::load(&args.model)?);
     let vision = Arc::new(percept::vision::load(&llm.device)?);
     let mut detector = percept::vision::load_detector(&llm.device)?;
@@ -80,8 +91,6 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     let prompt = FramedPrompt::chat(&llm, SYSTEM, "", ASK)?;
     let cache = Arc::new(PrefixCache::new(&llm, &prompt)?);
 
-    let mut graph = Graph::new();
-    crate::run_cmd::on_ctrl_c(graph.stop_handle());
     let started = Instant::now();
     // Live frames: only the newest matters. Files and fast replays: every frame.
     let live = args.camera.is_some() || (args.replay.is_some() && !args.fast);
@@ -90,20 +99,21 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
     } else {
         EdgeConfig::block(2)
     };
-    let (frames_tx, frames_rx, frames_probe) = edge(policy);
+    let (frames_tx, frames_rx) = graph.edge("frames", policy);
     spawn_source(&mut graph, &args, frames_tx)?;
-    let (seen_tx, seen_rx, _) = edge(EdgeConfig::block(2));
+    let (seen_tx, seen_rx) = graph.edge("seen", EdgeConfig::block(2));
     let v = vision.clone();
+    let o = outlets.clone();
     graph.spawn("vision", move |ctx| {
-        vision_stage(&ctx, &v, Some(&detector), frames_rx, &seen_tx)
+        vision_stage(&ctx, &v, Some(&detector), frames_rx, &seen_tx, &o)
     })?;
-    let (gated_tx, gated_rx, _) = edge(EdgeConfig::block(1));
+    let (gated_tx, gated_rx) = graph.edge("gated", EdgeConfig::block(1));
     let gate = Gate {
         change: args.change,
         max_interval: Duration::from_secs_f64(args.max_interval.max(0.0)),
     };
     graph.spawn("gate", move |ctx| gate.run(&ctx, seen_rx, &gated_tx))?;
-    let (captions_tx, captions_rx, _) = edge(EdgeConfig::block(8));
+    let (captions_tx, captions_rx) = graph.edge("captions", EdgeConfig::block(8));
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams::default(),
@@ -144,16 +154,43 @@ pub fn run(mut args: DescribeArgs) -> Result<()> {
                 )
             };
             writeln!(out, "{line}")?;
+            // Flushed line by line: a reader of a pipe sees each caption as it comes.
+            out.flush()?;
+            outlets.send(c.seq, c.captured, || {
+                Event::Said(Record {
+                    kind: Kind::Caption,
+                    t_s: c.payload.t_s,
+                    latency_ms: c.payload.capture_to_caption_ms,
+                    body: serde_json::to_value(&c.payload).unwrap_or_default(),
+                })
+            });
             ctx.record_latency(c.captured);
         }
         Ok(())
     })?;
+    let monitor = graph.monitor();
     let result = graph.join();
-    let dropped = frames_probe.stats().dropped;
+    let dropped = monitor
+        .edges()
+        .iter()
+        .find(|e| e.edge == "frames")
+        .map_or(0, |e| e.stats.dropped);
     if dropped > 0 {
         eprintln!("{dropped} frames skipped while the models were busy (latest policy)");
     }
-    result.map_err(Into::into)
+    result?;
+    publishers.finish(&stop);
+    Ok(())
+}
+
+/// The live page's heading.
+fn title(args: &DescribeArgs) -> String {
+    let source = match (&args.replay, args.camera) {
+        (Some(dir), _) => format!("replay of {}", dir.display()),
+        (None, Some(n)) => format!("camera {n}"),
+        (None, None) => format!("{} image(s)", args.image.len()),
+    };
+    format!("percept describe: {source}")
 }
 
 fn spawn_source(graph: &mut Graph, args: &DescribeArgs, tx: Output<Envelope<Frame>>) -> Result<()> {

@@ -31,11 +31,14 @@ use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
 use pipeline::media_file::AudioFile;
 use pipeline::{
-    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult, edge,
+    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult,
 };
+use publish::mqtt::App;
+use publish::{Event, Kind, Outlets, Record, Sighting};
 use serde::Serialize;
 
 use crate::ModelArgs;
+use crate::publish_cmd::{PublishArgs, Publishers};
 
 #[derive(Args, Debug)]
 pub struct KioskArgs {
@@ -72,6 +75,8 @@ pub struct KioskArgs {
     /// One JSON object per utterance.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -164,6 +169,13 @@ pub fn run(args: KioskArgs) -> Result<()> {
     {
         bail!("nothing to listen to: give --mic, --audio FILE, --replay DIR or --text FILE");
     }
+    // The publishers first: a bad --serve or --mqtt is said before the models load.
+    let mut graph = Graph::new();
+    let stop = graph.stop_handle();
+    crate::run_cmd::on_ctrl_c(stop.clone());
+    let title = format!("percept kiosk: {}", knowledge.name);
+    let publishers = Publishers::start(&args.publish, App::Kiosk, title, &graph)?;
+    let outlets = publishers.spawn(&mut graph)?;
     let device = percept::device::select(args.model.device, args.model.threads)?;
     // Whisper first: its load holds model.bin beside the weights it makes, and the peak is
     // lower before the language model is in memory than after.
@@ -191,13 +203,12 @@ pub fn run(args: KioskArgs) -> Result<()> {
     let eyes = eyes(&args, &device)?;
     let clock = ReplayClock::new(Pace::Recorded);
 
-    let mut graph = Graph::new();
-    crate::run_cmd::on_ctrl_c(graph.stop_handle());
+    let started = Instant::now();
     let in_view = match eyes {
-        Some((vision, source)) => Some(spawn_eyes(&mut graph, vision, source, clock)?),
+        Some((vision, source)) => Some(spawn_eyes(&mut graph, vision, source, clock, &outlets)?),
         None => None,
     };
-    let (said_tx, said_rx, _) = edge(EdgeConfig::block(4));
+    let (said_tx, said_rx) = graph.edge("said", EdgeConfig::block(4));
     if let Some(file) = args.text.clone() {
         graph.spawn("text", move |ctx| {
             pipeline::text::text_source(&ctx, &file, |line| {
@@ -208,9 +219,9 @@ pub fn run(args: KioskArgs) -> Result<()> {
             })
         })?;
     } else if let Some((vad, transcriber)) = ears {
-        let (audio_tx, audio_rx, _) = edge(EdgeConfig::block(64));
+        let (audio_tx, audio_rx) = graph.edge("audio", EdgeConfig::block(64));
         spawn_source(&mut graph, &args, audio_tx, clock)?;
-        let (speech_tx, speech_rx, _) = edge(EdgeConfig::block(4));
+        let (speech_tx, speech_rx) = graph.edge("speech", EdgeConfig::block(4));
         graph.spawn("listen", move |ctx| {
             listen(&ctx, &vad, audio_rx, &speech_tx)
         })?;
@@ -232,10 +243,25 @@ pub fn run(args: KioskArgs) -> Result<()> {
     if !json {
         eprintln!("{}: listening", knowledge.name);
     }
+    let sink = Sink {
+        json,
+        outlets,
+        started,
+    };
     graph.spawn("answer", move |ctx| {
-        answer_stage(&ctx, &answerer, said_rx, in_view, json)
+        answer_stage(&ctx, &answerer, said_rx, in_view, &sink)
     })?;
-    graph.join().map_err(Into::into)
+    graph.join()?;
+    publishers.finish(&stop);
+    Ok(())
+}
+
+/// Where the answer stage's replies go: stdout, and the publishers.
+struct Sink {
+    json: bool,
+    outlets: Outlets,
+    /// The start of the run, for the publishers' times.
+    started: Instant,
 }
 
 /// Where the kiosk's frames come from.
@@ -268,9 +294,10 @@ fn spawn_eyes(
     vision: VisionEncoder,
     source: Eyes,
     clock: ReplayClock,
+    outlets: &Outlets,
 ) -> Result<Input<Envelope<Scene>>> {
     // Only the newest frame matters: the scene is read when an utterance ends.
-    let (frames_tx, frames_rx, _) = edge(EdgeConfig::latest(1));
+    let (frames_tx, frames_rx) = graph.edge("frames", EdgeConfig::latest(1));
     match source {
         Eyes::Replay(fixture, name) => {
             graph.spawn("replay-frames", move |ctx| {
@@ -280,8 +307,11 @@ fn spawn_eyes(
         }
         Eyes::Camera(index) => crate::describe_cmd::spawn_camera(graph, index, frames_tx)?,
     }
-    let (scene_tx, scene_rx, _) = edge(EdgeConfig::latest(1));
-    graph.spawn("see", move |ctx| see(&ctx, &vision, frames_rx, &scene_tx))?;
+    let (scene_tx, scene_rx) = graph.edge("scenes", EdgeConfig::latest(1));
+    let outlets = outlets.clone();
+    graph.spawn("see", move |ctx| {
+        see(&ctx, &vision, frames_rx, &scene_tx, &outlets)
+    })?;
     Ok(scene_rx)
 }
 
@@ -290,12 +320,26 @@ fn see(
     vision: &VisionEncoder,
     input: Input<Envelope<Frame>>,
     output: &Output<Envelope<Scene>>,
+    outlets: &Outlets,
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
         match ctx.busy(|| percept::vision::encode_frame(vision, None, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
+                outlets.send(frame.seq, captured, || {
+                    Event::Seen(Sighting {
+                        frame: frame.payload.clone(),
+                        objects: serde_json::Value::Array(Vec::new()),
+                        labels: scene
+                            .whole
+                            .labels
+                            .iter()
+                            .take(3)
+                            .map(|l| l.name.clone())
+                            .collect(),
+                    })
+                });
                 // The answer stage may have finished (typed input ended): nothing to do.
                 if output.send(frame.map(|_| scene)).is_err() {
                     break;
@@ -316,7 +360,7 @@ fn answer_stage(
     answerer: &Answerer,
     input: Input<Envelope<Said>>,
     scenes: Option<Input<Envelope<Scene>>>,
-    json: bool,
+    sink: &Sink,
 ) -> StageResult {
     let mut out = std::io::stdout().lock();
     let mut scene: Option<Scene> = None;
@@ -348,11 +392,25 @@ fn answer_stage(
             end_of_speech_to_first_token_ms: first.unwrap_or(done).as_secs_f64() * 1e3,
             end_of_speech_to_answer_ms: done.as_secs_f64() * 1e3,
         };
-        if json {
+        if sink.json {
             writeln!(out, "{}", serde_json::to_string(&a)?)?;
         } else {
             writeln!(out, "{}", show(&a))?;
         }
+        out.flush()?;
+        sink.outlets.send(a.seq, ended, || {
+            let kind = match (&a.reply.action, &a.reply.answer) {
+                (Some(_), _) => Kind::Action,
+                (None, Some(_)) => Kind::Answer,
+                (None, None) => Kind::Transcript,
+            };
+            Event::Said(Record {
+                kind,
+                t_s: ended.saturating_duration_since(sink.started).as_secs_f64(),
+                latency_ms: a.end_of_speech_to_answer_ms,
+                body: serde_json::to_value(&a).unwrap_or_default(),
+            })
+        });
         ctx.record_latency(ended);
         percept::memory::give_back_freed();
     }

@@ -6,6 +6,7 @@ mod describe_cmd;
 mod eval_cmd;
 mod kiosk_cmd;
 mod llm_cmd;
+mod publish_cmd;
 mod record_cmd;
 mod run_cmd;
 

@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use pipeline::devices::{Presence, open_or_skip};
-use pipeline::edge::{Closed, EdgeProbe};
+use pipeline::edge::Closed;
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
 use pipeline::media_file::{AudioFile, load_image};
 use pipeline::spec::{self, GraphSpec, KindInfo, StageSpec};
 use pipeline::{
     AudioChunk, Envelope, Graph, Input, Monitor, Output, Payload, RawFrame, StageContext,
-    StageResult, edge,
+    StageResult,
 };
+use publish::mqtt::{App, Mqtt, MqttConfig};
+use publish::web::{Web, WebConfig};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -69,6 +71,8 @@ pub fn kinds() -> BTreeMap<&'static str, KindInfo> {
         ),
         ("stdout", kind(vec![("in", spec::ANY)], vec![], vec![])),
         ("jsonl", kind(vec![("in", spec::ANY)], vec![], vec![])),
+        ("web", kind(vec![("in", spec::ANY)], vec![], vec![])),
+        ("mqtt", kind(vec![("in", spec::ANY)], vec![], vec!["url"])),
     ])
 }
 
@@ -81,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut graph = Graph::new();
     on_ctrl_c(graph.stop_handle());
 
-    let (mut outputs, mut inputs, probes) = wire(&spec);
+    let (mut outputs, mut inputs) = wire(&spec, &graph);
     // Everything is checked and opened (files, devices) before any thread starts.
     let mut bodies = Vec::new();
     for stage in &spec.stages {
@@ -90,7 +94,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             .map(|((_, port), out)| (port, out))
             .collect();
         let input = inputs.remove(&(stage.name.clone(), "in".into()));
-        bodies.push((stage.name.clone(), build(stage, base, outs, input)?));
+        bodies.push((stage.name.clone(), build(stage, base, &graph, outs, input)?));
     }
     for (name, body) in bodies {
         graph.spawn(&name, body)?;
@@ -98,13 +102,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = graph.monitor();
     let reporter = args.metrics.map(|format| {
-        let (probes, done, monitor) = (probes.clone(), done.clone(), monitor.clone());
+        let (done, monitor) = (done.clone(), monitor.clone());
         std::thread::spawn(move || {
             let mut last = Instant::now();
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= Duration::from_secs(5) {
-                    report(format, &monitor, &probes);
+                    report(format, &monitor);
                     last = Instant::now();
                 }
             }
@@ -114,7 +118,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     done.store(true, std::sync::atomic::Ordering::Release);
     if let (Some(format), Some(reporter)) = (args.metrics, reporter) {
         let _ = reporter.join();
-        report(format, &monitor, &probes);
+        report(format, &monitor);
     }
     result.map_err(Into::into)
 }
@@ -148,20 +152,19 @@ pub(crate) fn on_ctrl_c(stop: pipeline::StopHandle) {
 type Ports = (
     HashMap<(String, String), Output<Item>>,
     HashMap<(String, String), Input<Item>>,
-    Vec<(String, EdgeProbe<Item>)>,
 );
 
-/// One channel per edge; the spec checked that the types of its two ends agree.
-fn wire(spec: &GraphSpec) -> Ports {
-    let (mut outs, mut ins, mut probes) = (HashMap::new(), HashMap::new(), Vec::new());
+/// One channel per edge, watched by the graph's monitor; the spec checked that the types
+/// of its two ends agree.
+fn wire(spec: &GraphSpec, graph: &Graph) -> Ports {
+    let (mut outs, mut ins) = (HashMap::new(), HashMap::new());
     for e in &spec.edges {
-        let (tx, rx, probe) = edge(e.config);
         let name = format!("{}.{} -> {}.{}", e.from.0, e.from.1, e.to.0, e.to.1);
+        let (tx, rx) = graph.edge(&name, e.config);
         outs.insert(e.from.clone(), tx);
         ins.insert(e.to.clone(), rx);
-        probes.push((name, probe));
     }
-    (outs, ins, probes)
+    (outs, ins)
 }
 
 type Body = Box<dyn FnOnce(StageContext) -> StageResult + Send>;
@@ -244,6 +247,7 @@ fn frame_sender(out: Option<Output<Item>>) -> impl FnMut(Envelope<RawFrame>) -> 
 fn build(
     stage: &StageSpec,
     base: &Path,
+    graph: &Graph,
     mut outs: HashMap<String, Output<Item>>,
     input: Option<Input<Item>>,
 ) -> Result<Body> {
@@ -304,6 +308,36 @@ fn build(
             let json = sink == "jsonl";
             let input = input.context("the spec checked that every input is fed")?;
             Box::new(move |ctx| print_sink(&ctx, input, json))
+        }
+        "web" => {
+            let input = input.context("the spec checked that every input is fed")?;
+            let addr = p.str("addr")?.unwrap_or_else(|| "127.0.0.1:8080".into());
+            let config = WebConfig {
+                addr: crate::publish_cmd::serve_addr(&addr)
+                    .map_err(|e| p.fail(format!("{e:#}")))?,
+                token: p.str("token")?,
+                title: format!("percept run {}", stage.name),
+            };
+            let web = Web::start(config, graph.monitor()).map_err(|e| p.fail(e.to_string()))?;
+            eprintln!(
+                "stage '{}': serving the live page on {}",
+                stage.name,
+                web.url()
+            );
+            Box::new(move |ctx| web.stage(&ctx, input))
+        }
+        "mqtt" => {
+            let input = input.context("the spec checked that every input is fed")?;
+            let config = MqttConfig {
+                url: p.str("url")?.unwrap_or_default(),
+                user: std::env::var("PERCEPT_MQTT_USER").ok(),
+                password: std::env::var("PERCEPT_MQTT_PASSWORD").ok(),
+                prefix: p.str("prefix")?.unwrap_or_else(|| "percept".into()),
+                device: p.str("device")?.unwrap_or_else(publish::mqtt::host_name),
+                app: App::Graph,
+            };
+            let mqtt = Mqtt::connect(&config).map_err(|e| p.fail(e.to_string()))?;
+            Box::new(move |ctx| mqtt.stage(&ctx, input))
         }
         other => bail!("line {}: kind '{other}' has no implementation", stage.line),
     })
@@ -425,18 +459,15 @@ fn print_sink(ctx: &StageContext, input: Input<Item>, json: bool) -> StageResult
     Ok(())
 }
 
-fn report(format: MetricsFormat, monitor: &Monitor, probes: &[(String, EdgeProbe<Item>)]) {
+fn report(format: MetricsFormat, monitor: &Monitor) {
     let stages = monitor.stages();
     match format {
         MetricsFormat::Json => {
             for s in &stages {
                 eprintln!("{}", serde_json::json!(s));
             }
-            for (name, probe) in probes {
-                let s = probe.stats();
-                let v = serde_json::json!({"edge": name, "sent": s.sent, "received": s.received,
-                    "dropped": s.dropped, "queued": s.queued});
-                eprintln!("{v}");
+            for e in monitor.edges() {
+                eprintln!("{}", serde_json::json!(e));
             }
         }
         MetricsFormat::Text => {
@@ -447,11 +478,11 @@ fn report(format: MetricsFormat, monitor: &Monitor, probes: &[(String, EdgeProbe
                     s.stage, s.items_in, s.items_out, s.busy_ms, p.p50_ms, p.p95_ms, p.p99_ms
                 );
             }
-            for (name, probe) in probes {
-                let s = probe.stats();
+            for e in monitor.edges() {
+                let s = e.stats;
                 eprintln!(
-                    "edge {name}: sent {} received {} dropped {} queued {}",
-                    s.sent, s.received, s.dropped, s.queued
+                    "edge {}: sent {} received {} dropped {} queued {}",
+                    e.edge, s.sent, s.received, s.dropped, s.queued
                 );
             }
         }

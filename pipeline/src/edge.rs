@@ -130,6 +130,18 @@ pub fn edge<T>(config: EdgeConfig) -> (Output<T>, Input<T>, EdgeProbe<T>) {
     )
 }
 
+/// A second producer on the same edge: the stream ends when every producer has gone.
+impl<T> Clone for Output<T> {
+    fn clone(&self) -> Self {
+        Output {
+            tx: self.tx.clone(),
+            oldest: self.oldest.clone(),
+            consumer_alive: self.consumer_alive.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
 impl<T> Output<T> {
     /// Sends one item, waiting (`block`) or dropping the oldest queued item (`latest`) when
     /// the queue is full. Fails once the consumer has gone.

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::edge::Closed;
+use crate::edge::{Closed, EdgeConfig, EdgeProbe, EdgeStats, Input, Output, edge};
 use crate::metrics::{LatencyHistogram, Percentiles};
 
 /// What a stage returns; any error type will do.
@@ -121,13 +121,55 @@ impl StageContext {
 /// Each stage's name and counters, in spawn order.
 type Registry = Vec<(String, Arc<StageCounters>)>;
 
-/// Reads every stage's counters, during the run or after it.
-#[derive(Debug, Clone, Default)]
+/// Each watched edge's name and a reader of its counters: the probes are typed by what the
+/// edge carries, the readers are not.
+type EdgeRegistry = Vec<(String, Box<dyn Fn() -> EdgeStats + Send>)>;
+
+/// A snapshot of one named edge's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedEdgeStats {
+    pub edge: String,
+    #[serde(flatten)]
+    pub stats: EdgeStats,
+}
+
+/// Reads every stage's and every watched edge's counters, during the run or after it.
+#[derive(Clone, Default)]
 pub struct Monitor {
     stages: Arc<Mutex<Registry>>,
+    edges: Arc<Mutex<EdgeRegistry>>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("stages", &self.stages().len())
+            .field("edges", &self.edges().len())
+            .finish()
+    }
 }
 
 impl Monitor {
+    /// Adds an edge to the ones [`Monitor::edges`] reports.
+    pub fn watch<T: Send + 'static>(&self, name: &str, probe: EdgeProbe<T>) {
+        self.edges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), Box::new(move || probe.stats())));
+    }
+
+    /// Every watched edge's counters, in the order they were watched.
+    pub fn edges(&self) -> Vec<NamedEdgeStats> {
+        let edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
+        edges
+            .iter()
+            .map(|(name, read)| NamedEdgeStats {
+                edge: name.clone(),
+                stats: read(),
+            })
+            .collect()
+    }
+
     pub fn stages(&self) -> Vec<StageStats> {
         let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         stages
@@ -168,6 +210,13 @@ impl Graph {
     /// Per-stage counters, readable while the graph runs and after [`Graph::join`].
     pub fn monitor(&self) -> Monitor {
         self.monitor.clone()
+    }
+
+    /// A new edge whose counters the graph's [`Monitor`] reports under `name`.
+    pub fn edge<T: Send + 'static>(&self, name: &str, config: EdgeConfig) -> (Output<T>, Input<T>) {
+        let (tx, rx, probe) = edge(config);
+        self.monitor.watch(name, probe);
+        (tx, rx)
     }
 
     /// Starts a stage on its own thread. Its failure or panic stops the graph.

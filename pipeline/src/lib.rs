@@ -35,5 +35,7 @@ pub mod text;
 pub use audio::AudioChunk;
 pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
 pub use frame::{Frame, RawFrame};
-pub use graph::{Graph, GraphError, Monitor, StageContext, StageResult, StageStats, StopHandle};
+pub use graph::{
+    Graph, GraphError, Monitor, NamedEdgeStats, StageContext, StageResult, StageStats, StopHandle,
+};
 pub use message::{Envelope, Payload};

@@ -7,6 +7,7 @@ use fusion::prompt::PrefixCache;
 use fusion::vision::{LabelProjector, VisionProjector};
 use llm::{GenerateParams, Llm};
 use pipeline::{Envelope, Frame, Input, Output, StageContext, StageResult};
+use publish::{Event, Outlets, Sighting};
 use serde::Serialize;
 
 use super::caption::Vocabulary;
@@ -45,19 +46,21 @@ pub struct Caption {
 }
 
 /// Runs the encoders on each frame; a frame they refuse is dropped (and said so), the
-/// stream goes on.
+/// stream goes on. Each frame seen goes to the publishers too, with its detections.
 pub fn vision_stage(
     ctx: &StageContext,
     vision: &VisionEncoder,
     detector: Option<&Detector>,
     input: Input<Envelope<Frame>>,
     output: &Output<Envelope<Seen>>,
+    outlets: &Outlets,
 ) -> StageResult {
     for frame in input {
         ctx.item_in();
         match ctx.busy(|| crate::vision::encode_frame(vision, detector, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
+                outlets.send(frame.seq, captured, || sighting(&frame.payload, &scene));
                 output.send(frame.map(|_| Seen { scene }))?;
                 ctx.item_out_since(captured);
             }
@@ -65,6 +68,21 @@ pub fn vision_stage(
         }
     }
     Ok(())
+}
+
+/// A frame and what the encoders made of it, for the publishers.
+pub fn sighting(frame: &Frame, scene: &Scene) -> Event {
+    Event::Seen(Sighting {
+        frame: frame.clone(),
+        objects: serde_json::to_value(&scene.objects).unwrap_or_default(),
+        labels: scene
+            .whole
+            .labels
+            .iter()
+            .take(3)
+            .map(|l| l.name.clone())
+            .collect(),
+    })
 }
 
 /// What the caption stage needs.
