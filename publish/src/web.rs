@@ -507,6 +507,48 @@ mod tests {
         assert!(!valid_token("x&token=y"));
     }
 
+    /// A browser that stops reading loses its oldest events; the stage never waits for it.
+    #[test]
+    fn a_page_that_never_reads_holds_nothing_up() {
+        use std::io::Write as _;
+        let config = WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            title: "t".into(),
+        };
+        let mut graph = pipeline::Graph::new();
+        let web = Arc::new(Web::start(config, graph.monitor()).unwrap());
+        let mut stuck = std::net::TcpStream::connect(web.local_addr()).unwrap();
+        stuck
+            .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while web.hub.clients.lock().unwrap().is_empty() {
+            assert!(Instant::now() < until, "the page never connected");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (tx, rx) = graph.edge("to-web", EdgeConfig::block(4));
+        let w = web.clone();
+        graph.spawn("web", move |ctx| w.stage(&ctx, rx)).unwrap();
+        let body = json!({"caption": "x".repeat(500)});
+        for seq in 0..20_000 {
+            let record = Record {
+                kind: crate::Kind::Caption,
+                t_s: 0.0,
+                latency_ms: 1.0,
+                body: body.clone(),
+            };
+            tx.send(Envelope::new(seq, Instant::now(), Event::Said(record)))
+                .unwrap();
+        }
+        drop(tx);
+        graph.join().unwrap();
+        // 10 MB of events to a socket nobody reads: only dropping lets the stage finish.
+        let dropped = web.hub.metrics()["web"]["dropped"].as_u64().unwrap();
+        assert!(dropped > 10_000, "dropped {dropped}");
+        drop(stuck);
+    }
+
     #[test]
     fn a_public_address_without_a_token_is_refused() {
         let config = WebConfig {
