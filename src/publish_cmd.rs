@@ -33,8 +33,8 @@ pub struct PublishArgs {
         conflicts_with = "serve_token"
     )]
     pub serve_token_file: Option<PathBuf>,
-    /// Publish every result as JSON to an MQTT broker, mqtt://[user@]host[:port], with
-    /// Home Assistant discovery. The password comes from $PERCEPT_MQTT_PASSWORD or
+    /// Publish every result as JSON to an MQTT broker, mqtt://[user@]host[:port] (or
+    /// mqtts:// for TLS), with Home Assistant discovery. The password comes from $PERCEPT_MQTT_PASSWORD or
     /// --mqtt-password-file. A broker that is down or goes away never stops the pipeline:
     /// messages wait (the oldest dropped past 256) and percept reconnects.
     #[arg(long, value_name = "URL")]
@@ -54,6 +54,23 @@ pub struct PublishArgs {
     /// Read the broker's password from FILE (its first line).
     #[arg(long, value_name = "FILE", requires = "mqtt")]
     pub mqtt_password_file: Option<PathBuf>,
+    /// For an mqtts:// broker: the PEM file of the CA that signed its certificate
+    /// (default: the system's roots).
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    pub mqtt_ca_file: Option<PathBuf>,
+}
+
+/// A CA certificate file, read.
+pub fn read_ca(path: &std::path::Path) -> Result<Vec<u8>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    if !pem.starts_with(b"-----BEGIN") {
+        bail!(
+            "{}: not a PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(pem)
 }
 
 /// The publishers a run asked for, started (the web page is being served, the broker
@@ -119,6 +136,7 @@ impl Publishers {
                         .clone()
                         .unwrap_or_else(publish::mqtt::host_name),
                     app,
+                    ca: args.mqtt_ca_file.as_deref().map(read_ca).transpose()?,
                 };
                 let mqtt = Mqtt::connect(&config)?;
                 eprintln!(

@@ -335,6 +335,10 @@ fn build(
                 prefix: p.str("prefix")?.unwrap_or_else(|| "percept".into()),
                 device: p.str("device")?.unwrap_or_else(publish::mqtt::host_name),
                 app: App::Graph,
+                ca: match p.str("ca_file")? {
+                    Some(_) => Some(crate::publish_cmd::read_ca(&p.path("ca_file")?)?),
+                    None => None,
+                },
             };
             let mqtt = Mqtt::connect(&config).map_err(|e| p.fail(e.to_string()))?;
             Box::new(move |ctx| mqtt.stage(&ctx, input))

@@ -203,3 +203,171 @@ fn captions_and_discovery_reach_a_broker_that_goes_away_and_comes_back() {
     stop(sub);
     stop(second);
 }
+
+/// A CA, and a certificate for 127.0.0.1 that it signed, made with the openssl command.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=percept test CA",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+fn tls_graph(dir: &std::path::Path, port: u16, ca: Option<&str>) -> std::path::PathBuf {
+    std::fs::write(dir.join("lines.txt"), "first line\nsecond line\n").unwrap();
+    let ca = ca
+        .map(|c| format!("ca_file = \"{c}\"\n"))
+        .unwrap_or_default();
+    let graph = format!(
+        "[[stage]]\nname = \"lines\"\nkind = \"text\"\npath = \"lines.txt\"\n\n\
+         [[stage]]\nname = \"broker\"\nkind = \"mqtt\"\nurl = \"mqtts://127.0.0.1:{port}\"\n\
+         device = \"tlstest\"\n{ca}\n\
+         [[edge]]\nfrom = \"lines.text\"\nto = \"broker.in\"\n"
+    );
+    let path = dir.join(if ca.is_empty() {
+        "no-ca.toml"
+    } else {
+        "tls.toml"
+    });
+    std::fs::write(&path, graph).unwrap();
+    path
+}
+
+#[test]
+fn lines_reach_a_tls_broker_whose_certificate_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+    let port = free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
+         allow_anonymous true\n# Run as root, keep reading the test's files.\nuser root\n",
+        d.display()
+    );
+    std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+    let sbin = std::path::Path::new("/usr/sbin/mosquitto");
+    let program = if sbin.is_file() {
+        sbin
+    } else {
+        std::path::Path::new("mosquitto")
+    };
+    let broker = Command::new(program)
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    wait_for_port(port, "mosquitto (TLS)", Duration::from_secs(10));
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-v",
+            "-t",
+            "percept/#",
+            "--cafile",
+        ])
+        .arg(d.join("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let messages = lines_of(sub.stdout.take().unwrap());
+
+    let run = |graph: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_percept"))
+            .arg("run")
+            .arg(graph)
+            .output()
+            .unwrap()
+    };
+    let ca = d.join("ca.pem");
+    let out = run(&tls_graph(d, port, Some(ca.to_str().unwrap())));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got = Vec::new();
+    let first = wait_for_line(&messages, &mut got, Duration::from_secs(20), |l| {
+        on(l, "percept/tlstest/text").filter(|v| v["text"] == "first line")
+    });
+    assert!(first.is_some(), "nothing over TLS: {got:#?}");
+    let second = wait_for_line(&messages, &mut got, Duration::from_secs(20), |l| {
+        on(l, "percept/tlstest/text").filter(|v| v["text"] == "second line")
+    });
+    assert!(second.is_some(), "the second line did not follow: {got:#?}");
+    assert!(
+        got.iter().any(|l| l == "percept/tlstest/status online"),
+        "{got:#?}"
+    );
+
+    // Without the CA the broker's certificate is not trusted: no connection, nothing sent,
+    // and the run still ends in order.
+    let out = run(&tls_graph(d, port, None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no broker at 127.0.0.1:"), "{err}");
+    let mut later = Vec::new();
+    let again = wait_for_line(&messages, &mut later, Duration::from_secs(2), |l| {
+        on(l, "percept/tlstest/text")
+    });
+    assert!(again.is_none(), "sent to an unverified broker: {later:#?}");
+    stop(sub);
+    stop(broker);
+}

@@ -19,9 +19,10 @@
 //! dropping the oldest (counted) while the broker is away, and the connection thread
 //! reconnects with a backoff of [`FIRST_RETRY`] doubling up to [`LAST_RETRY`].
 //!
-//! No TLS: rumqttc's TLS brings a second crypto stack into the build; `mqtts://` is refused
-//! with that said. Credentials never travel in the URL's password part (it would show in
-//! `ps`): the user may, the password comes from the environment or a file.
+//! `mqtts://` (port 8883 by default) is TLS through the system's OpenSSL, checking the
+//! broker's certificate against the system's roots or a given CA file. Credentials never
+//! travel in the URL's password part (it would show in `ps`): the user may, the password
+//! comes from the environment or a file.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +31,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pipeline::{Envelope, Input, Recv, StageContext, StageResult};
-use rumqttc::{Client, Event as Net, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    Client, Event as Net, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde_json::{Value, json};
 
 use crate::event::{Event, Kind, Publishable, Record, Sighting};
@@ -52,13 +55,11 @@ pub const DISCOVERY_PREFIX: &str = "homeassistant";
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error(
-        "--mqtt {0}: expected mqtt://[user@]host[:port] (the password comes from PERCEPT_MQTT_PASSWORD or --mqtt-password-file)"
+        "--mqtt {0}: expected mqtt://[user@]host[:port] or mqtts://[user@]host[:port] (the password comes from PERCEPT_MQTT_PASSWORD or --mqtt-password-file)"
     )]
     BadUrl(String),
-    #[error(
-        "--mqtt {0}: this build has no TLS for MQTT; use mqtt:// to a broker on this network (or a local bridge that adds TLS)"
-    )]
-    NoTls(String),
+    #[error("--mqtt-ca-file is for mqtts:// brokers; {0} is not one")]
+    CaWithoutTls(String),
     #[error(
         "--mqtt {0}: put the password in PERCEPT_MQTT_PASSWORD or --mqtt-password-file, not in the URL"
     )]
@@ -98,6 +99,9 @@ pub struct MqttConfig {
     /// Second part: this device's name (default: the host name).
     pub device: String,
     pub app: App,
+    /// For `mqtts://`: the PEM certificate of the CA that signed the broker's (default:
+    /// the system's roots).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// The broker's address, read from the URL.
@@ -106,15 +110,17 @@ pub struct Broker {
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
+    pub tls: bool,
 }
 
 impl Broker {
     pub fn parse(url: &str) -> Result<Broker, MqttError> {
         let bad = || MqttError::BadUrl(url.to_owned());
-        if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-            return Err(MqttError::NoTls(url.to_owned()));
-        }
-        let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
+        let (tls, rest) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => return Err(bad()),
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (user, hostport) = match rest.rsplit_once('@') {
             Some((u, _)) if u.contains(':') => return Err(MqttError::PasswordInUrl(url.into())),
@@ -125,7 +131,7 @@ impl Broker {
         let (host, port) = match hostport.rsplit_once(':') {
             // An IPv6 address in brackets holds colons of its own.
             Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().map_err(|_| bad())?),
-            _ => (hostport, 1883),
+            _ => (hostport, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') || port == 0 {
@@ -135,6 +141,7 @@ impl Broker {
             host: host.to_owned(),
             port,
             user,
+            tls,
         })
     }
 }
@@ -226,6 +233,19 @@ impl Mqtt {
         if let Some(user) = config.user.clone().or(broker.user.clone()) {
             options.set_credentials(user, config.password.clone().unwrap_or_default());
         }
+        match (&config.ca, broker.tls) {
+            (Some(_), false) => return Err(MqttError::CaWithoutTls(config.url.clone())),
+            (Some(ca), true) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::SimpleNative {
+                    ca: ca.clone(),
+                    client_auth: None,
+                }))
+            }
+            (None, true) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Native))
+            }
+            (None, false) => &mut options,
+        };
         let (client, mut connection) = Client::new(options, CHANNEL);
         let announcements = Arc::new(discovery(&base, &config.device, config.app));
         let stats = Arc::new(LinkStats::default());
@@ -527,11 +547,9 @@ mod tests {
             ("10.0.0.2", 1884, Some("ha"))
         );
         let b = Broker::parse("mqtt://[::1]:1885").unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("::1", 1885));
-        assert!(matches!(
-            Broker::parse("mqtts://x"),
-            Err(MqttError::NoTls(_))
-        ));
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("::1", 1885, false));
+        let b = Broker::parse("mqtts://broker.lan").unwrap();
+        assert_eq!((b.port, b.tls), (8883, true));
         assert!(matches!(
             Broker::parse("mqtt://u:pw@x"),
             Err(MqttError::PasswordInUrl(_))
