@@ -34,7 +34,7 @@ use pipeline::{
     AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult,
 };
 use publish::mqtt::App;
-use publish::{Event, Kind, Outlets, Record, Sighting};
+use publish::{Event, Kind, Outlets, Record};
 use serde::Serialize;
 
 use crate::ModelArgs;
@@ -328,17 +328,7 @@ fn see(
             Ok(scene) => {
                 let captured = frame.captured;
                 outlets.send(frame.seq, captured, || {
-                    Event::Seen(Sighting {
-                        frame: frame.payload.clone(),
-                        objects: serde_json::Value::Array(Vec::new()),
-                        labels: scene
-                            .whole
-                            .labels
-                            .iter()
-                            .take(3)
-                            .map(|l| l.name.clone())
-                            .collect(),
-                    })
+                    percept::vision::sighting(&frame.payload, &scene)
                 });
                 // The answer stage may have finished (typed input ended): nothing to do.
                 if output.send(frame.map(|_| scene)).is_err() {
@@ -388,7 +378,7 @@ fn answer_stage(
             reply,
             labels: scene
                 .as_ref()
-                .map(|s| s.whole.labels.iter().map(|l| l.name.clone()).collect()),
+                .map(|s| percept::vision::top_labels(s, usize::MAX)),
             end_of_speech_to_first_token_ms: first.unwrap_or(done).as_secs_f64() * 1e3,
             end_of_speech_to_answer_ms: done.as_secs_f64() * 1e3,
         };

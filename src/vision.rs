@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use encoders::vision::{Detector, RgbImage, Scene, VisionEncoder, VisionError};
 use pipeline::Frame;
+use publish::{Event, Sighting};
 
 use crate::models;
 
@@ -40,4 +41,24 @@ pub fn encode_frame(
         scene.objects = detector.detect(image)?;
     }
     Ok(scene)
+}
+
+/// The classifier's first `n` labels for the whole frame, best first.
+pub fn top_labels(scene: &Scene, n: usize) -> Vec<String> {
+    scene
+        .whole
+        .labels
+        .iter()
+        .take(n)
+        .map(|l| l.name.clone())
+        .collect()
+}
+
+/// A frame and what the encoders made of it, for the publishers (the live page, MQTT).
+pub fn sighting(frame: &Frame, scene: &Scene) -> Event {
+    Event::Seen(Sighting {
+        frame: frame.clone(),
+        objects: serde_json::to_value(&scene.objects).unwrap_or_default(),
+        labels: top_labels(scene, 3),
+    })
 }

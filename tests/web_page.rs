@@ -255,24 +255,17 @@ fn the_token_guards_the_page_and_a_public_address_needs_one() {
 
     // Off loopback, no token: refused before anything starts, saying what to do.
     let public = web_graph(dir.path(), "addr = \"0.0.0.0:0\"");
-    let out = Command::new(env!("CARGO_BIN_EXE_percept"))
-        .args(["run", public.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("not a loopback address") && err.contains("--serve-token"),
-        "{err}"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_percept"))
-        .args(["describe", "--serve", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("not a loopback address") && err.contains("--serve-token"),
-        "{err}"
-    );
+    let graph_args = ["run", public.to_str().unwrap()];
+    for args in [&graph_args[..], &["describe", "--serve", "0.0.0.0:0"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_percept"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("not a loopback address") && err.contains("--serve-token"),
+            "{args:?}: {err}"
+        );
+    }
 }

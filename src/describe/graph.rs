@@ -7,7 +7,7 @@ use fusion::prompt::PrefixCache;
 use fusion::vision::{LabelProjector, VisionProjector};
 use llm::{GenerateParams, Llm};
 use pipeline::{Envelope, Frame, Input, Output, StageContext, StageResult};
-use publish::{Event, Outlets, Sighting};
+use publish::Outlets;
 use serde::Serialize;
 
 use super::caption::Vocabulary;
@@ -60,7 +60,9 @@ pub fn vision_stage(
         match ctx.busy(|| crate::vision::encode_frame(vision, detector, &frame.payload)) {
             Ok(scene) => {
                 let captured = frame.captured;
-                outlets.send(frame.seq, captured, || sighting(&frame.payload, &scene));
+                outlets.send(frame.seq, captured, || {
+                    crate::vision::sighting(&frame.payload, &scene)
+                });
                 output.send(frame.map(|_| Seen { scene }))?;
                 ctx.item_out_since(captured);
             }
@@ -68,21 +70,6 @@ pub fn vision_stage(
         }
     }
     Ok(())
-}
-
-/// A frame and what the encoders made of it, for the publishers.
-pub fn sighting(frame: &Frame, scene: &Scene) -> Event {
-    Event::Seen(Sighting {
-        frame: frame.clone(),
-        objects: serde_json::to_value(&scene.objects).unwrap_or_default(),
-        labels: scene
-            .whole
-            .labels
-            .iter()
-            .take(3)
-            .map(|l| l.name.clone())
-            .collect(),
-    })
 }
 
 /// What the caption stage needs.
@@ -128,13 +115,7 @@ impl Captioner<'_> {
             rejected: rejected.map(|r| r.to_string()),
             generated: (!used && !generated.trim().is_empty()).then(|| generated.trim().to_owned()),
             objects: scene.objects.clone(),
-            labels: scene
-                .whole
-                .labels
-                .iter()
-                .take(3)
-                .map(|l| l.name.clone())
-                .collect(),
+            labels: crate::vision::top_labels(scene, 3),
             capture_to_first_token_ms: first_token.unwrap_or(done).as_secs_f64() * 1e3,
             capture_to_caption_ms: done.as_secs_f64() * 1e3,
         })
