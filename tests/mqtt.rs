@@ -38,7 +38,8 @@ fn long_fixture(dir: &std::path::Path) {
     std::fs::copy(src.join("manifest.json"), dir.join("manifest.json")).unwrap();
 }
 
-fn broker(port: u16) -> Child {
+/// mosquitto with `args`, once it listens on `port`.
+fn broker_with(port: u16, args: &[&std::ffi::OsStr]) -> Child {
     // Debian puts it in /usr/sbin, which is not on every user's PATH.
     let sbin = std::path::Path::new("/usr/sbin/mosquitto");
     let program = if sbin.is_file() {
@@ -47,13 +48,19 @@ fn broker(port: u16) -> Child {
         std::path::Path::new("mosquitto")
     };
     let child = Command::new(program)
-        .args(["-p", &port.to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto runs (scripts/setup installs it)");
     wait_for_port(port, "mosquitto", Duration::from_secs(10));
     child
+}
+
+/// mosquitto on `port` with its default configuration (loopback, anonymous).
+fn broker(port: u16) -> Child {
+    let port_arg = port.to_string();
+    broker_with(port, &["-p".as_ref(), port_arg.as_ref()])
 }
 
 /// `mosquitto_sub -v` on everything percept and Home Assistant discovery use: lines of
@@ -296,21 +303,9 @@ fn lines_reach_a_tls_broker_whose_certificate_is_checked() {
          allow_anonymous true\n# Run as root, keep reading the test's files.\nuser root\n",
         d.display()
     );
-    std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
-    let sbin = std::path::Path::new("/usr/sbin/mosquitto");
-    let program = if sbin.is_file() {
-        sbin
-    } else {
-        std::path::Path::new("mosquitto")
-    };
-    let broker = Command::new(program)
-        .arg("-c")
-        .arg(d.join("mosquitto.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto runs");
-    wait_for_port(port, "mosquitto (TLS)", Duration::from_secs(10));
+    let conf_path = d.join("mosquitto.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let broker = broker_with(port, &["-c".as_ref(), conf_path.as_os_str()]);
     let mut sub = Command::new("mosquitto_sub")
         .args([
             "-h",
