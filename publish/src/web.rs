@@ -251,15 +251,23 @@ impl Drop for Web {
     }
 }
 
-fn encode(seen: &Sighting) -> Result<Vec<u8>, image::ImageError> {
-    let mut jpeg = Vec::new();
+/// The frame as JPEG. A frame whose pixels do not fill its size is an error, not the
+/// encoder's assertion (a `Frame`'s fields are public).
+fn encode(seen: &Sighting) -> Result<Vec<u8>, String> {
     let f = &seen.frame;
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY).encode(
-        &f.rgb,
-        f.width,
-        f.height,
-        image::ExtendedColorType::Rgb8,
-    )?;
+    let want = u64::from(f.width) * u64::from(f.height) * 3;
+    if f.rgb.len() as u64 != want {
+        return Err(format!(
+            "{}x{} frame holds {} bytes of RGB, not {want}",
+            f.width,
+            f.height,
+            f.rgb.len()
+        ));
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
+        .encode(&f.rgb, f.width, f.height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
     Ok(jpeg)
 }
 
@@ -495,6 +503,23 @@ fn stream(hub: &Arc<Hub>, request: tiny_http::Request) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_whose_pixels_do_not_fill_it_is_an_error() {
+        let seen = |width, height, bytes| Sighting {
+            frame: pipeline::Frame {
+                width,
+                height,
+                rgb: Arc::new(vec![128u8; bytes]),
+            },
+            objects: Value::Null,
+            labels: Vec::new(),
+        };
+        let jpeg = encode(&seen(4, 2, 24)).unwrap();
+        assert_eq!(&jpeg[..2], b"\xff\xd8");
+        let e = encode(&seen(4, 2, 23)).unwrap_err();
+        assert!(e.contains("4x2 frame holds 23 bytes"), "{e}");
+    }
 
     #[test]
     fn tokens_are_compared_whole() {
