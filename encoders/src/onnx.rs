@@ -6,8 +6,8 @@
 //! ```text
 //! ModelProto  7: graph
 //! GraphProto  1: node*   5: initializer*
-//! NodeProto   2: output*  3: name  4: op_type  5: attribute*
-//! Attribute   1: name  5: t (TensorProto)  6: g (GraphProto)  11: graphs*
+//! NodeProto   1: input*  2: output*  3: name  4: op_type  5: attribute*
+//! Attribute   1: name  3: i  5: t (TensorProto)  6: g (GraphProto)  8: ints*  11: graphs*
 //! TensorProto 1: dims*  2: data_type (1 = FLOAT)  4: float_data*  8: name  9: raw_data
 //! ```
 //!
@@ -38,9 +38,45 @@ pub struct OnnxTensor {
     pub data: Vec<f32>,
 }
 
+/// One node of a graph: its operator, the names of its inputs and outputs, and its integer
+/// attributes (a convolution's `dilations`, `group`, `pads`, `strides`), which is what a
+/// loader needs to find a tensor the exporter left unnamed (`onnx::Conv_8168`) by the node
+/// that uses it, and to read a layer's hyper-parameters from the file.
+#[derive(Debug, Clone, Default)]
+pub struct OnnxNode {
+    pub graph: String,
+    pub name: String,
+    pub op: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub ints: Vec<(String, Vec<i64>)>,
+}
+
+impl OnnxNode {
+    /// The integer attribute `name` (`i` or `ints`), if the node has it.
+    pub fn ints(&self, name: &str) -> Option<&[i64]> {
+        self.ints
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// The float tensors and the nodes of a model, each in file order.
+#[derive(Debug, Default)]
+pub struct OnnxGraph {
+    pub tensors: Vec<OnnxTensor>,
+    pub nodes: Vec<OnnxNode>,
+}
+
 /// Every FLOAT tensor of a model, in file order. Tensors of other types are skipped.
 pub fn float_tensors(bytes: &[u8]) -> Result<Vec<OnnxTensor>, OnnxError> {
-    let mut out = Vec::new();
+    Ok(graph(bytes)?.tensors)
+}
+
+/// The float tensors and the nodes of a model and of its subgraphs.
+pub fn graph(bytes: &[u8]) -> Result<OnnxGraph, OnnxError> {
+    let mut out = OnnxGraph::default();
     for field in Fields::new(bytes, 0) {
         let (number, value) = field?;
         if let (7, Value::Bytes(graph, at)) = (number, value) {
@@ -82,7 +118,7 @@ fn read_graph(
     base: usize,
     path: &str,
     depth: usize,
-    out: &mut Vec<OnnxTensor>,
+    out: &mut OnnxGraph,
 ) -> Result<(), OnnxError> {
     if depth > MAX_NESTING {
         return Err(malformed(
@@ -95,7 +131,7 @@ fn read_graph(
             (1, Value::Bytes(node, at)) => read_node(node, at, path, depth, out)?,
             (5, Value::Bytes(tensor, at)) => {
                 if let Some(t) = read_tensor(tensor, at, path, None)? {
-                    out.push(t);
+                    out.tensors.push(t);
                 }
             }
             _ => {}
@@ -109,14 +145,16 @@ fn read_node(
     base: usize,
     path: &str,
     depth: usize,
-    out: &mut Vec<OnnxTensor>,
+    out: &mut OnnxGraph,
 ) -> Result<(), OnnxError> {
+    let mut inputs = Vec::new();
     let mut outputs = Vec::new();
     let mut name = String::new();
     let mut op = String::new();
     let mut attributes = Vec::new();
     for field in Fields::new(bytes, base) {
         match field? {
+            (1, Value::Bytes(s, at)) => inputs.push(text(s, at)?),
             (2, Value::Bytes(s, at)) => outputs.push(text(s, at)?),
             (3, Value::Bytes(s, at)) => name = text(s, at)?,
             (4, Value::Bytes(s, at)) => op = text(s, at)?,
@@ -124,23 +162,35 @@ fn read_node(
             _ => {}
         }
     }
+    let mut ints = Vec::new();
     for (attribute, at) in attributes {
         let mut attr_name = String::new();
         let mut tensor = None;
         let mut graphs = Vec::new();
+        let mut values = Vec::new();
         for field in Fields::new(attribute, at) {
             match field? {
                 (1, Value::Bytes(s, at)) => attr_name = text(s, at)?,
+                // int64 attributes arrive as two's-complement varints.
+                (3 | 8, Value::Varint(v)) => values.push(v as i64),
+                (8, Value::Bytes(packed, at)) => {
+                    for v in Fields::varints(packed, at) {
+                        values.push(v? as i64);
+                    }
+                }
                 (5, Value::Bytes(t, at)) => tensor = Some((t, at)),
                 (6 | 11, Value::Bytes(g, at)) => graphs.push((g, at)),
                 _ => {}
             }
         }
+        if !values.is_empty() {
+            ints.push((attr_name.clone(), values));
+        }
         // A Constant's tensor is named by the node's output, not by the tensor itself.
         if let (Some((t, at)), "Constant", "value") = (tensor, op.as_str(), attr_name.as_str())
             && let Some(t) = read_tensor(t, at, path, outputs.first().cloned())?
         {
-            out.push(t);
+            out.tensors.push(t);
         }
         for (g, at) in graphs {
             let sub = if path.is_empty() {
@@ -151,6 +201,14 @@ fn read_node(
             read_graph(g, at, &sub, depth + 1, out)?;
         }
     }
+    out.nodes.push(OnnxNode {
+        graph: path.to_string(),
+        name,
+        op,
+        inputs,
+        outputs,
+        ints,
+    });
     Ok(())
 }
 
@@ -356,6 +414,36 @@ mod tests {
             find(&tensors, "", "w", &[3]),
             Err(OnnxError::Shape { .. })
         ));
+    }
+
+    /// Inputs, outputs and integer attributes (packed `ints`, a single `i`) of a node.
+    #[test]
+    fn reads_a_node_and_its_integer_attributes() {
+        fn field(number: u8, body: &[u8]) -> Vec<u8> {
+            let mut v = vec![(number << 3) | 2, body.len() as u8];
+            v.extend_from_slice(body);
+            v
+        }
+        let dilations = [field(1, b"dilations"), field(8, &[2, 0x7f])].concat();
+        let group = [field(1, b"group"), vec![3 << 3, 3]].concat();
+        let node = [
+            field(1, b"x"),
+            field(1, b"w"),
+            field(2, b"y"),
+            field(4, b"Conv"),
+            field(5, &dilations),
+            field(5, &group),
+        ]
+        .concat();
+        let graph = graph(&field(7, &field(1, &node))).unwrap();
+        assert!(graph.tensors.is_empty());
+        let conv = &graph.nodes[0];
+        assert_eq!((conv.op.as_str(), conv.graph.as_str()), ("Conv", ""));
+        assert_eq!(conv.inputs, ["x", "w"]);
+        assert_eq!(conv.outputs, ["y"]);
+        assert_eq!(conv.ints("dilations"), Some(&[2, 127][..]));
+        assert_eq!(conv.ints("group"), Some(&[3][..]));
+        assert_eq!(conv.ints("pads"), None);
     }
 
     /// A length-delimited field with a varint length.

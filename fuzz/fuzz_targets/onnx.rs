@@ -1,5 +1,5 @@
-//! Any bytes as an ONNX model: every float tensor of every (nested) graph, then a lookup:
-//! errors are fine, panics, stack overflows and huge allocations are not.
+//! Any bytes as an ONNX model: every float tensor and node of every (nested) graph, then a
+//! lookup of each: errors are fine, panics, stack overflows and huge allocations are not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,9 +9,12 @@ use libfuzzer_sys::fuzz_target;
 mod onnx;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(tensors) = onnx::float_tensors(data) {
-        if let Some(t) = tensors.first() {
-            let _ = onnx::find(&tensors, &t.graph.clone(), &t.name.clone(), &t.shape.clone());
+    if let Ok(graph) = onnx::graph(data) {
+        if let Some(t) = graph.tensors.first() {
+            let _ = onnx::find(&graph.tensors, &t.graph.clone(), &t.name.clone(), &t.shape.clone());
+        }
+        for node in &graph.nodes {
+            let _ = node.ints("dilations");
         }
     }
 });

@@ -1,0 +1,104 @@
+//! The Piper voice in burn against its references (`fixtures/reference/piper-joe`): the
+//! phoneme ids against piper-phonemize's for the same sentences, and the waveform against
+//! onnxruntime running the same `.onnx` on those ids with zero noise.
+
+mod common;
+
+use burn::tensor::Device;
+use voice::{Scales, Voice};
+
+const SILENT: Scales = Scales {
+    noise_scale: 0.0,
+    length_scale: 1.0,
+    noise_w: 0.0,
+};
+
+fn voice() -> Voice {
+    let onnx = percept::models::require_all("piper-joe")
+        .unwrap()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".onnx"))
+        .unwrap();
+    Voice::load(&onnx, &Device::flex()).unwrap()
+}
+
+fn reference() -> serde_json::Value {
+    let path = common::reference_dir("piper-joe").join("sentences.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn ids_of(sentence: &serde_json::Value) -> Vec<i64> {
+    sentence["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// Signal-to-noise ratio of `got` against `want`, in dB.
+fn snr_db(want: &[f32], got: &[f32]) -> f64 {
+    let signal: f64 = want.iter().map(|&w| f64::from(w).powi(2)).sum();
+    let noise: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(&w, &g)| (f64::from(w) - f64::from(g)).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-30)).log10()
+}
+
+#[test]
+fn phoneme_ids_match_piper_phonemize() {
+    let voice = voice();
+    let reference = reference();
+    let mut sentences = 0;
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got: Vec<Vec<i64>> = voice
+            .phonemes(text)
+            .unwrap()
+            .iter()
+            .map(|p| voice.ids(p))
+            .collect();
+        let want: Vec<Vec<i64>> = case["sentences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids_of)
+            .collect();
+        assert_eq!(got, want, "{text}");
+        sentences += want.len();
+    }
+    assert!(sentences >= 5, "{sentences} sentences");
+}
+
+#[test]
+fn waveform_matches_onnxruntime() {
+    let voice = voice();
+    let dir = common::reference_dir("piper-joe");
+    let mut worst = f64::INFINITY;
+    for case in reference()["cases"].as_array().unwrap() {
+        for sentence in case["sentences"].as_array().unwrap() {
+            let want = common::read_f32(&dir.join(sentence["file"].as_str().unwrap()));
+            let got = voice.synthesize(&ids_of(sentence), SILENT);
+            assert_eq!(got.sample_rate, 22_050);
+            assert_eq!(got.samples.len(), want.len(), "{}", case["text"]);
+            let snr = snr_db(&want, &got.samples);
+            eprintln!("{:5.1} dB  {}", snr, sentence["phonemes"]);
+            worst = worst.min(snr);
+        }
+    }
+    assert!(worst >= 40.0, "worst SNR {worst:.1} dB");
+}
+
+#[test]
+fn zero_noise_gives_the_same_samples_every_run() {
+    let voice = voice();
+    let ids = voice.ids(&voice.phonemes("Good morning.").unwrap()[0]);
+    let a = voice.synthesize(&ids, SILENT);
+    let b = voice.synthesize(&ids, SILENT);
+    assert_eq!(a.samples, b.samples);
+    // With the voice's own noise the sentence differs from run to run, but keeps its sound.
+    let c = voice.synthesize(&ids, voice.scales);
+    assert!(c.samples.iter().any(|s| s.abs() > 0.05));
+}

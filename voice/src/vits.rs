@@ -1,0 +1,943 @@
+//! VITS, the generator of a Piper voice (Kim et al. 2021, "Conditional Variational
+//! Autoencoder with Adversarial Learning for End-to-End Text-to-Speech"), inference only, for
+//! one sentence at a time, weights read from the voice's ONNX file.
+//!
+//! ```text
+//! ids [t]  -> TextEncoder: emb * sqrt(h), 6 x (relative-position attention, FFN)   m, logs [h, t]
+//!          -> DurationPredictor (stochastic, run backwards from noise z ~ N(0, noise_w))
+//!             logw [t]; d = ceil(exp(logw) * length_scale)
+//! m, logs  -> each column repeated d[i] times                                 [h, sum d]
+//! z_p = m + N(0, 1) * exp(logs) * noise_scale
+//!          -> Flow backwards: 4 x (flip channels, z1 -= WaveNet(z0))              z [h, T]
+//!          -> Generator (HiFi-GAN): conv, 3 x (upsample, mean of 3 residual blocks), tanh
+//!                                                                     samples [256 * T]
+//! ```
+//!
+//! The file fixes every hyper-parameter: channel counts and kernel sizes come from the
+//! tensors' shapes, dilations, groups, paddings and strides from the attributes of the
+//! `Conv`/`ConvTranspose` node that uses each weight. Tensors the exporter left unnamed
+//! (`onnx::Conv_8168`, the flow's WaveNet weights after weight norm was folded) are found by
+//! the node that also takes their named bias.
+
+use burn::module::{Module, Param};
+use burn::nn::PaddingConfig1d;
+use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
+use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, softmax, tanh};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use encoders::onnx::{OnnxGraph, OnnxNode, OnnxTensor};
+
+/// HiFi-GAN's slope inside the generator; the last activation uses torch's default, 0.01.
+const LRELU_SLOPE: f64 = 0.1;
+/// The duration flows' rational-quadratic splines: bins, and the interval they cover.
+const SPLINE_BINS: usize = 10;
+const SPLINE_TAIL: f32 = 5.0;
+const MIN_BIN: f32 = 1e-3;
+const MIN_DERIVATIVE: f32 = 1e-3;
+/// Relative positions seen by the text encoder's attention: -4..=4.
+const WINDOW: usize = 4;
+const HEADS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[error("voice model {path}: {reason}")]
+pub struct VitsError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// How much randomness goes into a sentence: Piper's `scales` input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noise {
+    /// Spread of the prior sample around its mean (0: the mean itself).
+    pub noise_scale: f32,
+    /// Speaking slowness: durations are multiplied by it.
+    pub length_scale: f32,
+    /// Spread of the duration predictor's noise (0: the most likely durations).
+    pub noise_w: f32,
+}
+
+/// Layer norm over the channels of a `[1, C, T]` sequence (VITS's `modules.LayerNorm`).
+#[derive(Module, Debug)]
+pub struct ChannelNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+}
+
+impl ChannelNorm {
+    /// `y = (x - mean_c x) / sqrt(var_c x + 1e-5) * gamma + beta`
+    ///
+    /// # Shapes
+    /// - x: `[1, C, T]` -> `[1, C, T]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, c, _] = x.dims();
+        let mean = x.clone().mean_dim(1);
+        let centred = x - mean;
+        let var = centred.clone().powi_scalar(2).mean_dim(1);
+        let y = centred / (var + 1e-5).sqrt();
+        y * self.gamma.val().reshape([1, c, 1]) + self.beta.val().reshape([1, c, 1])
+    }
+}
+
+/// Multi-head self-attention with learned relative-position embeddings for keys and values
+/// (Shaw et al. 2018), shared by the heads, positions further than [`WINDOW`] apart getting
+/// none.
+#[derive(Module, Debug)]
+pub struct RelativeAttention {
+    pub q: Conv1d,
+    pub k: Conv1d,
+    pub v: Conv1d,
+    pub o: Conv1d,
+    /// `[2 * WINDOW + 1, C / heads]` each.
+    pub rel_k: Param<Tensor<2>>,
+    pub rel_v: Param<Tensor<2>>,
+}
+
+/// `[t, 2W + 1, t]`: one where key `j` sits at offset `k - W` from query `i` (at `[i, k, j]`).
+fn offsets(t: usize, device: &Device) -> Tensor<3> {
+    let r = 2 * WINDOW + 1;
+    let mut data = vec![0f32; t * r * t];
+    for i in 0..t {
+        for k in 0..r {
+            let j = i as isize + k as isize - WINDOW as isize;
+            if (0..t as isize).contains(&j) {
+                data[(i * r + k) * t + j as usize] = 1.0;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [t, r, t]), device)
+}
+
+impl RelativeAttention {
+    /// `s_ij = q_i . (k_j + E^k_{j-i}) / sqrt(d)`, `p = softmax_j s`,
+    /// `y_i = W_o sum_j p_ij (v_j + E^v_{j-i})`, with `E_{j-i} = 0` beyond the window.
+    ///
+    /// # Shapes
+    /// - x: `[1, C, t]` -> `[1, C, t]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, c, t] = x.dims();
+        let d = c / HEADS;
+        let heads = |y: Tensor<3>| y.reshape([HEADS, d, t]).swap_dims(1, 2); // [H, t, d]
+        let q = heads(self.q.forward(x.clone())) / (d as f64).sqrt();
+        let k = heads(self.k.forward(x.clone()));
+        let v = heads(self.v.forward(x));
+        let offsets = offsets(t, &q.device()); // [t, r, t]
+        let r = 2 * WINDOW + 1;
+        // Relative logits q_i . E^k_o, [H, t, r], moved onto the key axis through `offsets`.
+        let rel = q
+            .clone()
+            .reshape([HEADS * t, d])
+            .matmul(self.rel_k.val().transpose())
+            .reshape([HEADS, t, r]);
+        let local = rel.swap_dims(0, 1).matmul(offsets.clone()).swap_dims(0, 1); // [H, t, t]
+        let scores = q.matmul(k.swap_dims(1, 2)) + local;
+        let p = softmax(scores, 2);
+        // Attention mass per offset, [H, t, r], times E^v.
+        let by_offset = p
+            .clone()
+            .swap_dims(0, 1)
+            .matmul(offsets.swap_dims(1, 2))
+            .swap_dims(0, 1);
+        let rel_out = by_offset
+            .reshape([HEADS * t, r])
+            .matmul(self.rel_v.val())
+            .reshape([HEADS, t, d]);
+        let y = p.matmul(v) + rel_out; // [H, t, d]
+        self.o.forward(y.swap_dims(1, 2).reshape([1, c, t]))
+    }
+}
+
+/// The text encoder's position-wise part: two convolutions (kernel 3) with a ReLU between.
+#[derive(Module, Debug)]
+pub struct Ffn {
+    pub up: Conv1d,
+    pub down: Conv1d,
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub attention: RelativeAttention,
+    pub norm1: ChannelNorm,
+    pub ffn: Ffn,
+    pub norm2: ChannelNorm,
+}
+
+impl EncoderLayer {
+    /// `x = LN(x + Attn(x))`, `x = LN(x + W2 relu(W1 x))` (post-norm, as VITS).
+    ///
+    /// # Shapes
+    /// - x: `[1, C, t]` -> `[1, C, t]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self
+            .norm1
+            .forward(x.clone() + self.attention.forward(x.clone()));
+        let y = self.ffn.down.forward(relu(self.ffn.up.forward(x.clone())));
+        self.norm2.forward(x + y)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TextEncoder {
+    /// `[symbols, C]`.
+    pub embedding: Param<Tensor<2>>,
+    pub layers: Vec<EncoderLayer>,
+    /// `C -> 2C`: the prior's mean and log-deviation.
+    pub proj: Conv1d,
+}
+
+impl TextEncoder {
+    /// `h = Layers(E[ids] * sqrt(C))`, `(m, logs) = split(W h)`.
+    ///
+    /// # Shapes
+    /// - ids: `[t]` -> `(h, m, logs)`, each `[1, C, t]`
+    pub fn forward(&self, ids: Tensor<1, Int>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let [t] = ids.dims();
+        let [_, c] = self.embedding.val().dims();
+        let x = self.embedding.val().select(0, ids) * (c as f64).sqrt();
+        let mut x = x.transpose().reshape([1, c, t]);
+        for layer in &self.layers {
+            x = layer.forward(x);
+        }
+        let stats = self.proj.forward(x.clone());
+        let m = stats.clone().narrow(1, 0, c);
+        let logs = stats.narrow(1, c, c);
+        (x, m, logs)
+    }
+}
+
+/// Dilated depth-separable convolutions (VITS's `DDSConv`): dilation 1, 3, 9.
+#[derive(Module, Debug)]
+pub struct DdsConv {
+    pub depthwise: Vec<Conv1d>,
+    pub norm1: Vec<ChannelNorm>,
+    pub pointwise: Vec<Conv1d>,
+    pub norm2: Vec<ChannelNorm>,
+}
+
+impl DdsConv {
+    /// `x += gelu(LN(P_i gelu(LN(D_i x))))` for each layer `i`.
+    ///
+    /// # Shapes
+    /// - x: `[1, C, t]` -> `[1, C, t]`
+    pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for i in 0..self.depthwise.len() {
+            let y = gelu(self.norm1[i].forward(self.depthwise[i].forward(x.clone())));
+            let y = gelu(self.norm2[i].forward(self.pointwise[i].forward(y)));
+            x = x + y;
+        }
+        x
+    }
+}
+
+/// A coupling layer of the duration predictor: the second channel through a monotonic
+/// rational-quadratic spline whose knots a small network computes from the first.
+#[derive(Module, Debug)]
+pub struct ConvFlow {
+    pub pre: Conv1d,
+    pub convs: DdsConv,
+    /// `C -> 3 * bins - 1`: widths, heights, inner derivatives.
+    pub proj: Conv1d,
+}
+
+impl ConvFlow {
+    /// Backwards: `z1 = spline^-1_{theta(z0, g)}(z1)`, `z0` unchanged.
+    ///
+    /// # Shapes
+    /// - z: `[1, 2, t]`, g: `[1, C, t]` -> `[1, 2, t]`
+    pub fn reverse(&self, z: Tensor<3>, g: Tensor<3>) -> Tensor<3> {
+        let [_, _, t] = z.dims();
+        let device = z.device();
+        let z0 = z.clone().narrow(1, 0, 1);
+        let z1 = z.narrow(1, 1, 1);
+        let h = self
+            .proj
+            .forward(self.convs.forward(self.pre.forward(z0.clone()) + g));
+        // The knots are scaled by the square root of the filter channels (pre's outputs).
+        let [c, _, _] = self.pre.weight.val().dims();
+        // The spline works on a handful of numbers per phoneme: on the host, in f32.
+        let knots = floats(h);
+        let mut x = floats(z1);
+        let scale = (c as f32).sqrt();
+        let params = 3 * SPLINE_BINS - 1;
+        for (i, xi) in x.iter_mut().enumerate() {
+            let column: Vec<f32> = (0..params).map(|p| knots[p * t + i]).collect();
+            let widths: Vec<f32> = column[..SPLINE_BINS].iter().map(|w| w / scale).collect();
+            let heights: Vec<f32> = column[SPLINE_BINS..2 * SPLINE_BINS]
+                .iter()
+                .map(|h| h / scale)
+                .collect();
+            *xi = spline_inverse(*xi, &widths, &heights, &column[2 * SPLINE_BINS..]);
+        }
+        let z1 = Tensor::from_data(TensorData::new(x, [1, 1, t]), &device);
+        Tensor::cat(vec![z0, z1], 1)
+    }
+}
+
+fn floats<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+fn softmax_host(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+/// Knot positions from unnormalised bin sizes: `min + (1 - min * n) * softmax`, summed, on
+/// `[-tail, tail]` with exact ends; returns the cumulative positions and the bin sizes.
+fn knots(unnormalised: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let n = unnormalised.len();
+    let sizes: Vec<f32> = softmax_host(unnormalised)
+        .iter()
+        .map(|s| MIN_BIN + (1.0 - MIN_BIN * n as f32) * s)
+        .collect();
+    let mut cum = vec![0f32; n + 1];
+    let mut acc = 0f32;
+    for (k, s) in sizes.iter().enumerate() {
+        acc += s;
+        cum[k + 1] = acc;
+    }
+    let (left, right) = (-SPLINE_TAIL, SPLINE_TAIL);
+    let mut cum: Vec<f32> = cum.iter().map(|c| (right - left) * c + left).collect();
+    cum[0] = left;
+    cum[n] = right;
+    let sizes = cum.windows(2).map(|w| w[1] - w[0]).collect();
+    (cum, sizes)
+}
+
+/// The inverse of a rational-quadratic spline with linear tails (Durkan et al. 2019,
+/// "Neural Spline Flows", as in nflows): identity outside `[-tail, tail]`; inside, the root
+/// of the bin's quadratic.
+fn spline_inverse(y: f32, widths: &[f32], heights: &[f32], inner_derivatives: &[f32]) -> f32 {
+    if !(-SPLINE_TAIL..=SPLINE_TAIL).contains(&y) {
+        return y;
+    }
+    // The outer derivatives are padded so that softplus gives exactly 1 - MIN_DERIVATIVE.
+    let edge = ((1.0f64 - f64::from(MIN_DERIVATIVE)).exp() - 1.0).ln() as f32;
+    let derivatives: Vec<f32> = std::iter::once(edge)
+        .chain(inner_derivatives.iter().copied())
+        .chain(std::iter::once(edge))
+        .map(|d| MIN_DERIVATIVE + softplus(d))
+        .collect();
+    let (cum_w, w) = knots(widths);
+    let (mut cum_h, h) = knots(heights);
+    let n = w.len();
+    cum_h[n] += 1e-6;
+    let bin = (cum_h.iter().filter(|&&c| y >= c).count().max(1) - 1).min(n - 1);
+    let delta = h[bin] / w[bin];
+    let (d0, d1) = (derivatives[bin], derivatives[bin + 1]);
+    let dy = y - cum_h[bin];
+    let a = dy * (d0 + d1 - 2.0 * delta) + h[bin] * (delta - d0);
+    let b = h[bin] * d0 - dy * (d0 + d1 - 2.0 * delta);
+    let c = -delta * dy;
+    let discriminant = (b * b - 4.0 * a * c).max(0.0);
+    let root = (2.0 * c) / (-b - discriminant.sqrt());
+    root * w[bin] + cum_w[bin]
+}
+
+/// VITS's stochastic duration predictor, run backwards: from noise to log-durations.
+#[derive(Module, Debug)]
+pub struct DurationPredictor {
+    pub pre: Conv1d,
+    pub convs: DdsConv,
+    pub proj: Conv1d,
+    /// In the order they run backwards (the file's flows 7, 5, 3; flow 1 is never used
+    /// backwards).
+    pub flows: Vec<ConvFlow>,
+    /// The first flow, elementwise affine: `x = (x - m) * exp(-logs)`, `[2, 1]` each.
+    pub affine_m: Param<Tensor<2>>,
+    pub affine_inv_scale: Param<Tensor<2>>,
+}
+
+impl DurationPredictor {
+    /// `g = W2 DDS(W1 h)`; `z ~ N(0, noise_w)`; for each flow: flip, `z = f^-1(z; g)`;
+    /// `z = (z - m) * exp(-logs)`; `logw = z_0`.
+    ///
+    /// # Shapes
+    /// - h: `[1, C, t]` -> logw `[t]`
+    pub fn forward(&self, h: Tensor<3>, noise_w: f32) -> Vec<f32> {
+        let [_, _, t] = h.dims();
+        let device = h.device();
+        let g = self.proj.forward(self.convs.forward(self.pre.forward(h)));
+        let mut z = if noise_w > 0.0 {
+            Tensor::<3>::random([1, 2, t], Distribution::Normal(0.0, 1.0), &device) * noise_w
+        } else {
+            Tensor::zeros([1, 2, t], &device)
+        };
+        for flow in &self.flows {
+            z = flow.reverse(z.flip([1]), g.clone());
+        }
+        let z = z.flip([1]);
+        let z = (z - self.affine_m.val().reshape([1, 2, 1]))
+            * self.affine_inv_scale.val().reshape([1, 2, 1]);
+        floats(z.narrow(1, 0, 1))
+    }
+}
+
+/// WaveNet-style stack without conditioning (VITS's `WN`): gated dilated convolutions with
+/// residual and skip outputs.
+#[derive(Module, Debug)]
+pub struct WaveNet {
+    pub input: Vec<Conv1d>,
+    pub res_skip: Vec<Conv1d>,
+}
+
+impl WaveNet {
+    /// `a_i = tanh(u) * sigmoid(v)` with `(u, v) = split(I_i x)`; `(r, s) = split(R_i a_i)`;
+    /// `x += r`; output `sum_i s` (the last layer's output is all skip).
+    ///
+    /// # Shapes
+    /// - x: `[1, C, T]` -> `[1, C, T]`
+    pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
+        let [_, c, _] = x.dims();
+        let mut out = x.zeros_like();
+        let last = self.input.len() - 1;
+        for (i, (input, res_skip)) in self.input.iter().zip(&self.res_skip).enumerate() {
+            let u = input.forward(x.clone());
+            let a = tanh(u.clone().narrow(1, 0, c)) * sigmoid(u.narrow(1, c, c));
+            let rs = res_skip.forward(a);
+            if i < last {
+                x = x + rs.clone().narrow(1, 0, c);
+                out = out + rs.narrow(1, c, c);
+            } else {
+                out = out + rs;
+            }
+        }
+        out
+    }
+}
+
+/// A mean-only affine coupling layer of the flow.
+#[derive(Module, Debug)]
+pub struct Coupling {
+    pub pre: Conv1d,
+    pub wavenet: WaveNet,
+    pub post: Conv1d,
+}
+
+impl Coupling {
+    /// Backwards: `z1 -= W_post WN(W_pre z0)`, `z0` unchanged.
+    ///
+    /// # Shapes
+    /// - z: `[1, C, T]` -> `[1, C, T]`
+    pub fn reverse(&self, z: Tensor<3>) -> Tensor<3> {
+        let [_, c, _] = z.dims();
+        let half = c / 2;
+        let z0 = z.clone().narrow(1, 0, half);
+        let z1 = z.narrow(1, half, half);
+        let m = self
+            .post
+            .forward(self.wavenet.forward(self.pre.forward(z0.clone())));
+        Tensor::cat(vec![z0, z1 - m], 1)
+    }
+}
+
+/// HiFi-GAN residual block, type 2: two dilated convolutions, each with its own skip.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    pub convs: Vec<Conv1d>,
+}
+
+impl ResBlock {
+    /// `x += C_j lrelu(x)` for each convolution `j`.
+    ///
+    /// # Shapes
+    /// - x: `[1, C, T]` -> `[1, C, T]`
+    pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for conv in &self.convs {
+            x = x.clone() + conv.forward(leaky_relu(x, LRELU_SLOPE));
+        }
+        x
+    }
+}
+
+/// HiFi-GAN generator: latent frames to samples.
+#[derive(Module, Debug)]
+pub struct Generator {
+    pub pre: Conv1d,
+    pub ups: Vec<ConvTranspose1d>,
+    /// `ups.len() * kernels` blocks, grouped by upsampling stage.
+    pub resblocks: Vec<ResBlock>,
+    pub post: Conv1d,
+}
+
+impl Generator {
+    /// `x = W_pre z`; per stage: `x = mean_k R_k(Up(lrelu(x)))`; `y = tanh(W_post lrelu(x))`.
+    ///
+    /// # Shapes
+    /// - z: `[1, C, T]` -> samples `[1, 1, T * prod(strides)]`
+    pub fn forward(&self, z: Tensor<3>) -> Tensor<3> {
+        let kernels = self.resblocks.len() / self.ups.len();
+        let mut x = self.pre.forward(z);
+        for (i, up) in self.ups.iter().enumerate() {
+            let u = up.forward(leaky_relu(x, LRELU_SLOPE));
+            let blocks = &self.resblocks[i * kernels..(i + 1) * kernels];
+            let mut sum = blocks[0].forward(u.clone());
+            for block in &blocks[1..] {
+                sum = sum + block.forward(u.clone());
+            }
+            x = sum / kernels as f64;
+        }
+        tanh(self.post.forward(leaky_relu(x, 0.01)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Vits {
+    pub encoder: TextEncoder,
+    pub durations: DurationPredictor,
+    /// The flow's couplings in file order (0, 2, 4, 6); they run backwards.
+    pub flow: Vec<Coupling>,
+    pub generator: Generator,
+}
+
+/// The frame each output step copies: phoneme `i` held for `durations[i]` frames.
+fn expand(durations: &[usize]) -> Vec<i64> {
+    durations
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &d)| std::iter::repeat_n(i as i64, d))
+        .collect()
+}
+
+impl Vits {
+    /// Samples of one sentence's phoneme ids (Piper's `infer` with batch 1).
+    ///
+    /// # Shapes
+    /// - ids: `[t]` -> samples, `256 * sum(durations)` of them
+    pub fn forward(&self, ids: &[i64], noise: Noise) -> Vec<f32> {
+        let device = self.encoder.embedding.device();
+        let t = ids.len();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [t]), &device);
+        let (h, m, logs) = self.encoder.forward(ids);
+        let logw = self.durations.forward(h, noise.noise_w);
+        let durations: Vec<usize> = logw
+            .iter()
+            .map(|l| (l.exp() * noise.length_scale).ceil().max(0.0) as usize)
+            .collect();
+        let mut frames = expand(&durations);
+        if frames.is_empty() {
+            // Piper clamps the length to at least one frame.
+            frames.push(0);
+        }
+        let n = frames.len();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(frames, [n]), &device);
+        let m = m.select(2, index.clone());
+        let mut z = if noise.noise_scale > 0.0 {
+            let logs = logs.select(2, index);
+            let e = Tensor::<3>::random(m.dims(), Distribution::Normal(0.0, 1.0), &device);
+            m + e * logs.exp() * noise.noise_scale
+        } else {
+            m
+        };
+        for coupling in self.flow.iter().rev() {
+            z = coupling.reverse(z.flip([1]));
+        }
+        floats(self.generator.forward(z))
+    }
+
+    /// Reads the generator from a Piper voice's ONNX file.
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self, VitsError> {
+        let fail = |reason: String| VitsError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let graph = encoders::onnx::graph(&bytes).map_err(|e| fail(e.to_string()))?;
+        let file = Weights {
+            graph: &graph,
+            device,
+        };
+        Self::from_file(&file).map_err(fail)
+    }
+
+    fn from_file(f: &Weights) -> Result<Self, String> {
+        // The embedding is the table the `Gather` on the `input` ids reads.
+        let gather = f
+            .graph
+            .nodes
+            .iter()
+            .find(|n| n.op == "Gather" && n.inputs.get(1).map(String::as_str) == Some("input"))
+            .ok_or("no Gather node reads the phoneme ids")?;
+        let embedding = f.param::<2>(&gather.inputs[0], None)?;
+        let mut layers = Vec::new();
+        while f.has(&format!(
+            "enc_p.encoder.attn_layers.{}.conv_q.weight",
+            layers.len()
+        )) {
+            let i = layers.len();
+            let a = format!("enc_p.encoder.attn_layers.{i}");
+            let rel = |name: &str| -> Result<Param<Tensor<2>>, String> {
+                let t = f.tensor(&format!("{a}.{name}"))?;
+                match t.shape[..] {
+                    [1, r, d] if r == 2 * WINDOW + 1 => f.param_shaped(t, [r, d]),
+                    _ => Err(format!("{} has shape {:?}", t.name, t.shape)),
+                }
+            };
+            layers.push(EncoderLayer {
+                attention: RelativeAttention {
+                    q: f.conv(&format!("{a}.conv_q"))?,
+                    k: f.conv(&format!("{a}.conv_k"))?,
+                    v: f.conv(&format!("{a}.conv_v"))?,
+                    o: f.conv(&format!("{a}.conv_o"))?,
+                    rel_k: rel("emb_rel_k")?,
+                    rel_v: rel("emb_rel_v")?,
+                },
+                norm1: f.norm(&format!("enc_p.encoder.norm_layers_1.{i}"))?,
+                ffn: Ffn {
+                    up: same(f.conv(&format!("enc_p.encoder.ffn_layers.{i}.conv_1"))?),
+                    down: same(f.conv(&format!("enc_p.encoder.ffn_layers.{i}.conv_2"))?),
+                },
+                norm2: f.norm(&format!("enc_p.encoder.norm_layers_2.{i}"))?,
+            });
+        }
+        if layers.is_empty() {
+            return Err("no text encoder layers (enc_p.encoder.attn_layers.*)".into());
+        }
+        let encoder = TextEncoder {
+            embedding,
+            layers,
+            proj: f.conv("enc_p.proj")?,
+        };
+        let dds = |p: &str| -> Result<DdsConv, String> {
+            let mut d = DdsConv {
+                depthwise: vec![],
+                norm1: vec![],
+                pointwise: vec![],
+                norm2: vec![],
+            };
+            while f.has(&format!("{p}.convs_sep.{}.weight", d.depthwise.len())) {
+                let i = d.depthwise.len();
+                d.depthwise.push(f.conv(&format!("{p}.convs_sep.{i}"))?);
+                d.norm1.push(f.norm(&format!("{p}.norms_1.{i}"))?);
+                d.pointwise.push(f.conv(&format!("{p}.convs_1x1.{i}"))?);
+                d.norm2.push(f.norm(&format!("{p}.norms_2.{i}"))?);
+            }
+            Ok(d)
+        };
+        // The backward pass uses the flows from the last to the third (index 3), then the
+        // affine flow 0: the exporter dropped the rest.
+        let mut flows = Vec::new();
+        let mut k = 15;
+        while k >= 3 {
+            let p = format!("dp.flows.{k}");
+            if f.has(&format!("{p}.pre.weight")) {
+                flows.push(ConvFlow {
+                    pre: f.conv(&format!("{p}.pre"))?,
+                    convs: dds(&format!("{p}.convs"))?,
+                    proj: f.conv(&format!("{p}.proj"))?,
+                });
+            }
+            k -= 2;
+        }
+        if flows.is_empty() {
+            return Err("no duration flows (dp.flows.*)".into());
+        }
+        let affine = f.consumer_of("dp.flows.0.m", "Sub")?;
+        let mul = f
+            .graph
+            .nodes
+            .iter()
+            .find(|n| n.op == "Mul" && n.inputs.first() == affine.outputs.first())
+            .ok_or("the duration predictor's affine flow has no scale")?;
+        let durations = DurationPredictor {
+            pre: f.conv("dp.pre")?,
+            convs: dds("dp.convs")?,
+            proj: f.conv("dp.proj")?,
+            flows,
+            affine_m: f.param("dp.flows.0.m", Some(&[2, 1]))?,
+            affine_inv_scale: f.param(&mul.inputs[1], Some(&[2, 1]))?,
+        };
+        let mut flow = Vec::new();
+        for k in (0..16).step_by(2) {
+            let p = format!("flow.flows.{k}");
+            if !f.has(&format!("{p}.pre.weight")) {
+                continue;
+            }
+            let mut wavenet = WaveNet {
+                input: vec![],
+                res_skip: vec![],
+            };
+            while f.has(&format!("{p}.enc.in_layers.{}.bias", wavenet.input.len())) {
+                let i = wavenet.input.len();
+                wavenet
+                    .input
+                    .push(f.conv(&format!("{p}.enc.in_layers.{i}"))?);
+                wavenet
+                    .res_skip
+                    .push(f.conv(&format!("{p}.enc.res_skip_layers.{i}"))?);
+            }
+            flow.push(Coupling {
+                pre: f.conv(&format!("{p}.pre"))?,
+                wavenet,
+                post: f.conv(&format!("{p}.post"))?,
+            });
+        }
+        if flow.is_empty() {
+            return Err("no flow couplings (flow.flows.*)".into());
+        }
+        let mut ups = Vec::new();
+        while f.has(&format!("dec.ups.{}.weight", ups.len())) {
+            ups.push(f.conv_transpose(&format!("dec.ups.{}", ups.len()))?);
+        }
+        let mut resblocks = Vec::new();
+        while f.has(&format!("dec.resblocks.{}.convs.0.weight", resblocks.len())) {
+            let b = format!("dec.resblocks.{}", resblocks.len());
+            let mut convs = Vec::new();
+            while f.has(&format!("{b}.convs.{}.weight", convs.len())) {
+                convs.push(f.conv(&format!("{b}.convs.{}", convs.len()))?);
+            }
+            resblocks.push(ResBlock { convs });
+        }
+        if ups.is_empty() || resblocks.is_empty() || resblocks.len() % ups.len() != 0 {
+            return Err(format!(
+                "{} upsampling layers and {} residual blocks do not make a HiFi-GAN generator",
+                ups.len(),
+                resblocks.len()
+            ));
+        }
+        let generator = Generator {
+            pre: f.conv("dec.conv_pre")?,
+            ups,
+            resblocks,
+            post: f.conv("dec.conv_post")?,
+        };
+        Ok(Vits {
+            encoder,
+            durations,
+            flow,
+            generator,
+        })
+    }
+}
+
+/// The ONNX graph as a source of modules.
+struct Weights<'a> {
+    graph: &'a OnnxGraph,
+    device: &'a Device,
+}
+
+impl Weights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.graph.tensors.iter().any(|t| t.name == name)
+            || self
+                .graph
+                .nodes
+                .iter()
+                .any(|n| n.inputs.iter().skip(1).any(|i| i == name))
+    }
+
+    fn tensor(&self, name: &str) -> Result<&OnnxTensor, String> {
+        self.graph
+            .tensors
+            .iter()
+            .find(|t| t.name == name && t.graph.is_empty())
+            .ok_or_else(|| format!("no float tensor '{name}'"))
+    }
+
+    fn consumer_of(&self, name: &str, op: &str) -> Result<&OnnxNode, String> {
+        self.graph
+            .nodes
+            .iter()
+            .find(|n| n.op == op && n.inputs.iter().any(|i| i == name))
+            .ok_or_else(|| format!("no {op} node takes '{name}'"))
+    }
+
+    fn param<const D: usize>(
+        &self,
+        name: &str,
+        want: Option<&[usize]>,
+    ) -> Result<Param<Tensor<D>>, String> {
+        let t = self.tensor(name)?;
+        if want.is_some_and(|w| w != t.shape) || t.shape.len() != D {
+            return Err(format!(
+                "tensor '{name}' has shape {:?}, the model needs {}",
+                t.shape,
+                want.map_or(format!("{D} dimensions"), |w| format!("{w:?}"))
+            ));
+        }
+        let shape: [usize; D] = t.shape.clone().try_into().expect("rank checked");
+        self.param_shaped(t, shape)
+    }
+
+    fn param_shaped<const D: usize>(
+        &self,
+        t: &OnnxTensor,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>, String> {
+        if shape.iter().product::<usize>() != t.data.len() {
+            return Err(format!("tensor '{}' cannot be read as {shape:?}", t.name));
+        }
+        Ok(Param::from_tensor(Tensor::from_data(
+            TensorData::new(t.data.clone(), shape),
+            self.device,
+        )))
+    }
+
+    fn norm(&self, prefix: &str) -> Result<ChannelNorm, String> {
+        let gamma = self.param::<1>(&format!("{prefix}.gamma"), None)?;
+        let c = gamma.val().dims()[0];
+        Ok(ChannelNorm {
+            gamma,
+            beta: self.param(&format!("{prefix}.beta"), Some(&[c]))?,
+        })
+    }
+
+    /// The node of `op` that takes `prefix.weight` or `prefix.bias`: the weight is its
+    /// second input whatever the exporter called it.
+    fn layer(&self, prefix: &str, op: &str) -> Result<&OnnxNode, String> {
+        let (w, b) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        self.graph
+            .nodes
+            .iter()
+            .find(|n| {
+                n.op == op
+                    && n.graph.is_empty()
+                    && (n.inputs.get(1) == Some(&w) || n.inputs.get(2) == Some(&b))
+            })
+            .ok_or_else(|| format!("no {op} node uses {prefix}"))
+    }
+
+    fn conv(&self, prefix: &str) -> Result<Conv1d, String> {
+        let node = self.layer(prefix, "Conv")?;
+        let weight = self.param::<3>(&node.inputs[1], None)?;
+        let [out, per_group, kernel] = weight.val().dims();
+        let groups = attr(node, "group", 1)?;
+        let pads = node.ints("pads").unwrap_or(&[0, 0]);
+        let [left, right] = [pads.first(), pads.get(1)].map(|p| p.copied().unwrap_or(0));
+        let bias = match node.inputs.get(2) {
+            Some(b) if !b.is_empty() => Some(self.param::<1>(b, Some(&[out]))?),
+            _ => None,
+        };
+        let mut conv = Conv1dConfig::new(per_group * groups, out, kernel)
+            .with_stride(attr(node, "strides", 1)?)
+            .with_dilation(attr(node, "dilations", 1)?)
+            .with_groups(groups)
+            .with_padding(PaddingConfig1d::Explicit(
+                to_size(left, node)?,
+                to_size(right, node)?,
+            ))
+            .with_bias(bias.is_some())
+            .init(self.device);
+        conv.weight = weight;
+        conv.bias = bias;
+        Ok(conv)
+    }
+
+    fn conv_transpose(&self, prefix: &str) -> Result<ConvTranspose1d, String> {
+        let node = self.layer(prefix, "ConvTranspose")?;
+        let weight = self.param::<3>(&node.inputs[1], None)?;
+        let [inputs, per_group, kernel] = weight.val().dims();
+        let groups = attr(node, "group", 1)?;
+        let pads = node.ints("pads").unwrap_or(&[0, 0]);
+        if pads.len() == 2 && pads[0] != pads[1] {
+            return Err(format!("{prefix}: asymmetric padding {pads:?}"));
+        }
+        let bias = match node.inputs.get(2) {
+            Some(b) if !b.is_empty() => Some(self.param::<1>(b, Some(&[per_group * groups]))?),
+            _ => None,
+        };
+        let mut conv = ConvTranspose1dConfig::new([inputs, per_group * groups], kernel)
+            .with_stride(attr(node, "strides", 1)?)
+            .with_dilation(attr(node, "dilations", 1)?)
+            .with_groups(groups)
+            .with_padding(to_size(pads.first().copied().unwrap_or(0), node)?)
+            .with_bias(bias.is_some())
+            .init(self.device);
+        conv.weight = weight;
+        conv.bias = bias;
+        Ok(conv)
+    }
+}
+
+/// The FFN pads with a separate `Pad` node (VITS's `_same_padding`: `(k-1)/2` left, `k/2`
+/// right) before a convolution that has none: that padding moves into the convolution.
+fn same(mut conv: Conv1d) -> Conv1d {
+    let k = conv.kernel_size;
+    conv.padding = PaddingConfig1d::Explicit((k - 1) / 2, k / 2);
+    conv
+}
+
+fn to_size(v: i64, node: &OnnxNode) -> Result<usize, String> {
+    usize::try_from(v).map_err(|_| format!("node {}: negative size {v}", node.name))
+}
+
+/// A one-dimensional layer's integer attribute (`[v]` or `v`), `default` when absent.
+fn attr(node: &OnnxNode, name: &str, default: usize) -> Result<usize, String> {
+    match node.ints(name) {
+        None => Ok(default),
+        Some([v]) => to_size(*v, node),
+        Some(v) => Err(format!(
+            "node {}: {name} = {v:?}, expected one value",
+            node.name
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The forward spline of nflows, written out, to check the inverse against.
+    fn spline_forward(x: f32, widths: &[f32], heights: &[f32], inner: &[f32]) -> f32 {
+        let edge = ((1.0f64 - f64::from(MIN_DERIVATIVE)).exp() - 1.0).ln() as f32;
+        let d: Vec<f32> = std::iter::once(edge)
+            .chain(inner.iter().copied())
+            .chain(std::iter::once(edge))
+            .map(|d| MIN_DERIVATIVE + softplus(d))
+            .collect();
+        let (cw, w) = knots(widths);
+        let (ch, h) = knots(heights);
+        let bin = (cw.iter().filter(|&&c| x >= c).count().max(1) - 1).min(w.len() - 1);
+        let theta = (x - cw[bin]) / w[bin];
+        let delta = h[bin] / w[bin];
+        let num = h[bin] * (delta * theta * theta + d[bin] * theta * (1.0 - theta));
+        let den = delta + (d[bin] + d[bin + 1] - 2.0 * delta) * theta * (1.0 - theta);
+        ch[bin] + num / den
+    }
+
+    #[test]
+    fn the_spline_inverse_undoes_the_spline() {
+        let widths: Vec<f32> = (0..SPLINE_BINS).map(|i| (i as f32 * 0.7).sin()).collect();
+        let heights: Vec<f32> = (0..SPLINE_BINS).map(|i| (i as f32 * 1.3).cos()).collect();
+        let inner: Vec<f32> = (0..SPLINE_BINS - 1).map(|i| i as f32 * 0.3 - 1.0).collect();
+        for k in 0..=100 {
+            let x = -4.99 + 9.98 * k as f32 / 100.0;
+            let y = spline_forward(x, &widths, &heights, &inner);
+            let back = spline_inverse(y, &widths, &heights, &inner);
+            assert!((back - x).abs() < 1e-3, "x {x} -> y {y} -> {back}");
+        }
+        // Linear tails: identity outside the interval.
+        assert_eq!(spline_inverse(7.5, &widths, &heights, &inner), 7.5);
+        assert_eq!(spline_inverse(-6.0, &widths, &heights, &inner), -6.0);
+    }
+
+    #[test]
+    fn offsets_place_each_key_at_its_distance() {
+        let t = 7;
+        let o = floats(offsets(t, &Device::flex()));
+        let r = 2 * WINDOW + 1;
+        for i in 0..t {
+            for j in 0..t {
+                let hits: Vec<usize> = (0..r).filter(|&k| o[(i * r + k) * t + j] == 1.0).collect();
+                let d = j as isize - i as isize;
+                if d.unsigned_abs() <= WINDOW {
+                    assert_eq!(hits, vec![(d + WINDOW as isize) as usize]);
+                } else {
+                    assert!(hits.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn durations_expand_to_frames() {
+        assert_eq!(expand(&[2, 0, 3]), vec![0, 0, 2, 2, 2]);
+    }
+}
