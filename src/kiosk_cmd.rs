@@ -27,11 +27,12 @@ use encoders::audio::Silero;
 use encoders::vision::{Scene, VisionEncoder};
 use percept::kiosk::listen::{Utterance, listen};
 use percept::kiosk::{AnswerConfig, Answerer, Knowledge, Reply};
+use percept::speak::{Mouth, load_voice};
 use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
 use pipeline::media_file::AudioFile;
 use pipeline::{
-    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, StageContext, StageResult,
+    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Mute, Output, StageContext, StageResult,
 };
 use publish::mqtt::App;
 use publish::{Event, Kind, Outlets, Record};
@@ -75,6 +76,14 @@ pub struct KioskArgs {
     /// One JSON object per utterance.
     #[arg(long)]
     pub json: bool,
+    /// Say each answer aloud (Piper voice) through the default sound output device, or the
+    /// one whose name contains NAME; the microphone is muted while the kiosk speaks.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", conflicts_with = "speak_to")]
+    pub speak: Option<String>,
+    /// Write the spoken answers to this WAV file instead (mono float, 22,050 Hz, answers
+    /// 0.4 s apart).
+    #[arg(long, value_name = "FILE.wav")]
+    pub speak_to: Option<PathBuf>,
     #[command(flatten)]
     pub publish: PublishArgs,
     #[command(flatten)]
@@ -147,6 +156,12 @@ pub struct Answer {
     pub labels: Option<Vec<String>>,
     pub end_of_speech_to_first_token_ms: f64,
     pub end_of_speech_to_answer_ms: f64,
+    /// With --speak or --speak-to: until the first sample of the spoken answer was ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_speech_to_first_audio_ms: Option<f64>,
+    /// Seconds of speech said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spoken_s: Option<f64>,
 }
 
 /// What reaches the answer stage: a transcript, and where it was in the audio.
@@ -197,6 +212,17 @@ pub fn run(args: KioskArgs) -> Result<()> {
     )?;
     let answerer = Answerer::new(llm, &knowledge, config)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    // The microphone hears silence while the kiosk speaks.
+    let mute = Mute::default();
+    let mouth = match (&args.speak, &args.speak_to) {
+        (Some(name), _) => Some(Mouth::speaker(
+            load_voice(&device)?,
+            (!name.is_empty()).then_some(name.as_str()),
+            mute.clone(),
+        )?),
+        (None, Some(file)) => Some(Mouth::file(load_voice(&device)?, file, mute.clone())?),
+        (None, None) => None,
+    };
 
     // Every model loads before any source starts: a replayed fixture's audio and frames
     // then share one clock, started here.
@@ -220,7 +246,7 @@ pub fn run(args: KioskArgs) -> Result<()> {
         })?;
     } else if let Some((vad, transcriber)) = ears {
         let (audio_tx, audio_rx) = graph.edge("audio", EdgeConfig::block(64));
-        spawn_source(&mut graph, &args, audio_tx, clock)?;
+        spawn_source(&mut graph, &args, audio_tx, clock, mute)?;
         let (speech_tx, speech_rx) = graph.edge("speech", EdgeConfig::block(4));
         graph.spawn("listen", move |ctx| {
             listen(&ctx, &vad, audio_rx, &speech_tx)
@@ -249,7 +275,7 @@ pub fn run(args: KioskArgs) -> Result<()> {
         started,
     };
     graph.spawn("answer", move |ctx| {
-        answer_stage(&ctx, &answerer, said_rx, in_view, &sink)
+        answer_stage(&ctx, &answerer, said_rx, in_view, &sink, mouth)
     })?;
     graph.join()?;
     publishers.finish(&stop);
@@ -351,6 +377,7 @@ fn answer_stage(
     input: Input<Envelope<Said>>,
     scenes: Option<Input<Envelope<Scene>>>,
     sink: &Sink,
+    mut mouth: Option<Mouth>,
 ) -> StageResult {
     let mut out = std::io::stdout().lock();
     let mut scene: Option<Scene> = None;
@@ -370,7 +397,7 @@ fn answer_stage(
             })
         })?;
         let done = ended.elapsed();
-        let a = Answer {
+        let mut a = Answer {
             seq: item.seq,
             start_s: said.span_s.map(|s| s.0),
             end_s: said.span_s.map(|s| s.1),
@@ -381,7 +408,24 @@ fn answer_stage(
                 .map(|s| percept::vision::top_labels(s, usize::MAX)),
             end_of_speech_to_first_token_ms: first.unwrap_or(done).as_secs_f64() * 1e3,
             end_of_speech_to_answer_ms: done.as_secs_f64() * 1e3,
+            end_of_speech_to_first_audio_ms: None,
+            spoken_s: None,
         };
+        // Only an answer is said; an action is done, not talked about. The answer is said
+        // once it is complete: grounding may replace it with its best fact or the fallback
+        // line, and an unchecked first sentence must not reach the speaker.
+        if let (Some(mouth), Some(text), None) = (&mut mouth, &a.reply.answer, &a.reply.action) {
+            let before = ended.elapsed();
+            match ctx.busy(|| mouth.say(text)) {
+                Ok(spoken) => {
+                    a.end_of_speech_to_first_audio_ms =
+                        Some((before + spoken.first_audio).as_secs_f64() * 1e3);
+                    a.spoken_s = Some(spoken.audio_s);
+                }
+                // A speaker unplugged mid-run: the answer is still printed and published.
+                Err(e) => eprintln!("warning: answer {} was not spoken: {e:#}", a.seq),
+            }
+        }
         if sink.json {
             writeln!(out, "{}", serde_json::to_string(&a)?)?;
         } else {
@@ -404,6 +448,9 @@ fn answer_stage(
         ctx.record_latency(ended);
         percept::memory::give_back_freed();
     }
+    if let Some(mouth) = mouth {
+        mouth.finish()?;
+    }
     Ok(())
 }
 
@@ -412,6 +459,7 @@ fn spawn_source(
     args: &KioskArgs,
     tx: Output<Envelope<AudioChunk>>,
     clock: ReplayClock,
+    mute: Mute,
 ) -> Result<()> {
     if let Some(path) = &args.audio {
         let mut file = AudioFile::open(path)?;
@@ -438,24 +486,29 @@ fn spawn_source(
             fixture.replay_audio(&ctx, &name, clock, 1600, |c| tx.send(c))
         })?;
     } else {
-        spawn_mic(graph, args.mic.as_deref().unwrap_or_default(), tx)?;
+        spawn_mic(graph, args.mic.as_deref().unwrap_or_default(), tx, mute)?;
     }
     Ok(())
 }
 
 #[cfg(feature = "mic")]
-fn spawn_mic(graph: &mut Graph, name: &str, tx: Output<Envelope<AudioChunk>>) -> Result<()> {
+fn spawn_mic(
+    graph: &mut Graph,
+    name: &str,
+    tx: Output<Envelope<AudioChunk>>,
+    mute: Mute,
+) -> Result<()> {
     use pipeline::microphone::{Microphone, microphone_source};
     let name = (!name.is_empty()).then_some(name);
     let mic = Microphone::open(&cpal::default_host(), name)?;
     graph.spawn("microphone", move |ctx| {
-        microphone_source(&ctx, mic, |c| tx.send(c))
+        microphone_source(&ctx, mic, |c| tx.send(mute.gate(c)))
     })?;
     Ok(())
 }
 
 #[cfg(not(feature = "mic"))]
-fn spawn_mic(_: &mut Graph, _: &str, _: Output<Envelope<AudioChunk>>) -> Result<()> {
+fn spawn_mic(_: &mut Graph, _: &str, _: Output<Envelope<AudioChunk>>, _: Mute) -> Result<()> {
     bail!("this build has no microphone support (cargo feature 'mic')")
 }
 

@@ -6,5 +6,6 @@ pub mod device;
 pub mod kiosk;
 pub mod memory;
 pub mod models;
+pub mod speak;
 pub mod speech;
 pub mod vision;

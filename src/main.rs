@@ -9,6 +9,7 @@ mod llm_cmd;
 mod publish_cmd;
 mod record_cmd;
 mod run_cmd;
+mod say_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Describe(describe_cmd::DescribeArgs),
     /// Answer spoken questions from a knowledge file (microphone, audio file or recording).
     Kiosk(kiosk_cmd::KioskArgs),
+    /// Say text aloud with the Piper voice (speaker, or a WAV file with --out).
+    Say(say_cmd::SayArgs),
     /// Run a dataflow graph described in a TOML file, until its sources end or Ctrl-C.
     Run(run_cmd::RunArgs),
     /// Record sources (camera, microphone, text, or image and audio files) into a fixture
@@ -134,6 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Record(args) => record_cmd::run(args)?,
         Command::Describe(args) => describe_cmd::run(args)?,
         Command::Kiosk(args) => kiosk_cmd::run(args)?,
+        Command::Say(args) => say_cmd::run(args)?,
         Command::Models { command } => return models_cmd(command),
     }
     Ok(ExitCode::SUCCESS)

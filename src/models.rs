@@ -187,6 +187,15 @@ pub fn require_all(id: &str) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
+/// The path of the model's file whose name ends with `suffix` (`.onnx`), or an error
+/// telling how to get it.
+pub fn require_file(id: &str, suffix: &str) -> Result<PathBuf> {
+    require_all(id)?
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .with_context(|| format!("model '{id}' has no file ending in {suffix}"))
+}
+
 /// State of one cached file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -102,3 +102,84 @@ fn zero_noise_gives_the_same_samples_every_run() {
     let c = voice.synthesize(&ids, voice.scales);
     assert!(c.samples.iter().any(|s| s.abs() > 0.05));
 }
+
+/// Words for comparison: lower case, punctuation gone ("a.m." and "am" alike).
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace(['.', ',', '?', '!', ':', ';', '"'], "")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Word error rate of `got` against `want`: edits (substitutions, insertions, deletions)
+/// over the reference's words.
+fn wer(want: &[String], got: &[String]) -> f64 {
+    let mut row: Vec<usize> = (0..=got.len()).collect();
+    for (i, w) in want.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, g) in got.iter().enumerate() {
+            let sub = prev + usize::from(w != g);
+            prev = row[j + 1];
+            row[j + 1] = sub.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[got.len()] as f64 / want.len().max(1) as f64
+}
+
+#[test]
+fn word_error_rate_counts_edits() {
+    let w = |s: &str| words(s);
+    assert_eq!(wer(&w("the cafe is open"), &w("The cafe is open.")), 0.0);
+    assert_eq!(wer(&w("the cafe is open"), &w("the cafe open")), 0.25);
+    assert_eq!(wer(&w("a b"), &w("c d e")), 1.5);
+}
+
+/// The kiosk's spoken answers to the museum's recorded questions, transcribed by percept's
+/// own Whisper, give the answers' words back.
+#[test]
+fn spoken_answers_transcribe_back_to_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("answers.wav");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["kiosk", "--audio", "fixtures/kiosk/questions.wav", "--json"])
+        .arg("--speak-to")
+        .arg(&wav)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(
+                v["end_of_speech_to_first_audio_ms"].as_f64().is_some() || v["answer"].is_null()
+            );
+            v["answer"].as_str().map(str::to_string)
+        })
+        .collect();
+    assert!(answers.len() >= 3, "{answers:?}");
+
+    let audio = pipeline::media_file::AudioFile::open(&wav)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let device = Device::flex();
+    let whisper = percept::speech::Transcriber::load(&device).unwrap();
+    let heard = whisper.transcribe(&audio).text;
+    let want = words(&answers.join(" "));
+    let rate = wer(&want, &words(&heard));
+    eprintln!(
+        "said:  {}\nheard: {heard}\nWER {:.1}%",
+        answers.join(" "),
+        rate * 100.0
+    );
+    assert!(rate <= 0.10, "WER {:.1}%: heard {heard:?}", rate * 100.0);
+}

@@ -271,8 +271,76 @@ fn process(fft: &mut Fft<f32>, chunk: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Set while the kiosk speaks, and for [`Mute::TAIL`] after: the microphone's samples are
+/// replaced by silence then, so the kiosk never hears (and answers) itself.
+#[derive(Debug, Clone, Default)]
+pub struct Mute {
+    state: std::sync::Arc<std::sync::Mutex<MuteState>>,
+}
+
+#[derive(Debug, Default)]
+struct MuteState {
+    speaking: bool,
+    ended: Option<std::time::Instant>,
+}
+
+impl Mute {
+    /// Room echo and the speaker's own latency outlast the last sample written.
+    pub const TAIL: std::time::Duration = std::time::Duration::from_millis(300);
+
+    pub fn set(&self, speaking: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.speaking && !speaking {
+            s.ended = Some(std::time::Instant::now());
+        }
+        s.speaking = speaking;
+    }
+
+    /// Whether sound captured at `at` falls while speaking or within the tail after.
+    pub fn is_muted(&self, at: std::time::Instant) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.speaking || s.ended.is_some_and(|e| at <= e + Self::TAIL)
+    }
+
+    /// `chunk` as it should reach the listener: silence of the same length when muted.
+    pub fn gate(&self, chunk: crate::Envelope<AudioChunk>) -> crate::Envelope<AudioChunk> {
+        if !self.is_muted(chunk.captured) {
+            return chunk;
+        }
+        chunk.map(|c| AudioChunk::new(c.sample_rate, vec![0.0; c.samples.len()]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mute_silences_what_is_heard_while_speaking_and_just_after() {
+        use std::time::{Duration, Instant};
+        let mute = Mute::default();
+        let chunk = |at| crate::Envelope::new(0, at, AudioChunk::new(16_000, vec![0.5; 160]));
+        let before = Instant::now();
+        assert_eq!(mute.gate(chunk(before)).payload.samples[0], 0.5);
+        mute.set(true);
+        let during = Instant::now();
+        assert!(
+            mute.gate(chunk(during))
+                .payload
+                .samples
+                .iter()
+                .all(|&s| s == 0.0)
+        );
+        mute.set(false);
+        assert!(mute.is_muted(Instant::now()));
+        assert!(!mute.is_muted(Instant::now() + Mute::TAIL + Duration::from_millis(50)));
+        assert_eq!(
+            mute.gate(chunk(Instant::now() + Duration::from_secs(1)))
+                .payload
+                .samples
+                .len(),
+            160
+        );
+    }
     use super::*;
 
     fn sine(rate: u32, freq: f32, n: usize) -> Vec<f32> {

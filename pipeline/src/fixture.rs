@@ -328,14 +328,14 @@ impl FixtureWriter {
 }
 
 /// A mono 32-bit float WAV written as it goes; the sizes are filled in at the end.
-struct WavWriter {
+pub struct WavWriter {
     file: BufWriter<File>,
     rate: u32,
     samples: u64,
 }
 
 impl WavWriter {
-    fn create(path: &Path, rate: u32) -> std::io::Result<Self> {
+    pub fn create(path: &Path, rate: u32) -> std::io::Result<Self> {
         let mut file = BufWriter::new(File::create(path)?);
         let mut header = Vec::with_capacity(44);
         header.extend(b"RIFF\0\0\0\0WAVEfmt ");
@@ -355,7 +355,7 @@ impl WavWriter {
         })
     }
 
-    fn write(&mut self, samples: &[f32]) -> std::io::Result<()> {
+    pub fn write(&mut self, samples: &[f32]) -> std::io::Result<()> {
         for s in samples {
             self.file.write_all(&s.to_le_bytes())?;
         }
@@ -363,7 +363,8 @@ impl WavWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
+    /// Fills in the sizes; a file not finished has zero sizes in its header.
+    pub fn finish(mut self) -> std::io::Result<()> {
         let data = u32::try_from(self.samples * 4).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "over 4 GiB of audio")
         })?;

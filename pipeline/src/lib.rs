@@ -29,10 +29,12 @@ pub mod message;
 pub mod metrics;
 #[cfg(feature = "mic")]
 pub mod microphone;
+#[cfg(feature = "mic")]
+pub mod speaker;
 pub mod spec;
 pub mod text;
 
-pub use audio::AudioChunk;
+pub use audio::{AudioChunk, Mute};
 pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
 pub use frame::{Frame, RawFrame};
 pub use graph::{

@@ -1,0 +1,134 @@
+//! Where spoken answers go: the default Piper voice, and a [`Mouth`] that says text a
+//! sentence at a time into a speaker or a WAV file, muting the microphone meanwhile.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use pipeline::fixture::WavWriter;
+use pipeline::{AudioChunk, Mute};
+use voice::{Scales, Voice};
+
+/// Silence between two answers written to a file, so that they stay apart.
+const GAP_S: f32 = 0.4;
+
+/// The cached default voice (Piper en_US-joe-medium).
+pub fn load_voice(device: &Device) -> Result<Voice> {
+    let onnx = crate::models::require_file("piper-joe", ".onnx")?;
+    Ok(Voice::load(&onnx, device)?)
+}
+
+/// Where the sound goes.
+enum Out {
+    #[cfg(feature = "mic")]
+    Speaker(pipeline::speaker::Speaker),
+    File(WavWriter),
+}
+
+/// What one answer took to say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spoken {
+    /// From the call to the first sample ready (the first sentence synthesised).
+    pub first_audio: Duration,
+    pub audio_s: f64,
+    /// Time spent synthesising, all sentences.
+    pub synthesis: Duration,
+}
+
+pub struct Mouth {
+    voice: Voice,
+    scales: Scales,
+    out: Out,
+    mute: Mute,
+    answers: usize,
+}
+
+impl Mouth {
+    /// Speaks through the default sound output device (or the one whose name contains
+    /// `name`): a clear error on a machine without one.
+    #[cfg(feature = "mic")]
+    pub fn speaker(voice: Voice, name: Option<&str>, mute: Mute) -> Result<Self> {
+        let speaker = pipeline::speaker::Speaker::open(&cpal::default_host(), name)?;
+        Ok(Self::new(voice, Out::Speaker(speaker), mute))
+    }
+
+    #[cfg(not(feature = "mic"))]
+    pub fn speaker(_: Voice, _: Option<&str>, _: Mute) -> Result<Self> {
+        anyhow::bail!(
+            "this build has no sound output (cargo feature 'mic'); use --speak-to FILE.wav"
+        )
+    }
+
+    /// Writes the sound into a mono float WAV at the voice's rate.
+    pub fn file(voice: Voice, path: &Path, mute: Mute) -> Result<Self> {
+        let wav = WavWriter::create(path, voice.sample_rate)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self::new(voice, Out::File(wav), mute))
+    }
+
+    fn new(voice: Voice, out: Out, mute: Mute) -> Self {
+        Mouth {
+            scales: voice.scales,
+            voice,
+            out,
+            mute,
+            answers: 0,
+        }
+    }
+
+    pub fn with_scales(mut self, scales: Scales) -> Self {
+        self.scales = scales;
+        self
+    }
+
+    /// Says `text`, sentence by sentence: each is played (or written) as soon as it is
+    /// synthesised, the microphone muted from the first sentence to the end of the last.
+    pub fn say(&mut self, text: &str) -> Result<Spoken> {
+        let started = Instant::now();
+        let sentences = self.voice.phonemes(text)?;
+        let mut spoken = Spoken::default();
+        self.mute.set(true);
+        let result = (|| -> Result<()> {
+            if let Out::File(wav) = &mut self.out
+                && self.answers > 0
+            {
+                let gap = (GAP_S * self.voice.sample_rate as f32) as usize;
+                wav.write(&vec![0.0; gap])?;
+            }
+            for (i, phonemes) in sentences.iter().enumerate() {
+                let t = Instant::now();
+                let sound = self
+                    .voice
+                    .synthesize(&self.voice.ids(phonemes), self.scales);
+                spoken.synthesis += t.elapsed();
+                if i == 0 {
+                    spoken.first_audio = started.elapsed();
+                }
+                spoken.audio_s += sound.duration_s();
+                self.emit(&sound)?;
+            }
+            Ok(())
+        })();
+        self.mute.set(false);
+        self.answers += 1;
+        result.map(|()| spoken)
+    }
+
+    fn emit(&mut self, sound: &AudioChunk) -> Result<()> {
+        match &mut self.out {
+            #[cfg(feature = "mic")]
+            Out::Speaker(s) => s.play(sound)?,
+            Out::File(wav) => wav.write(&sound.samples)?,
+        }
+        Ok(())
+    }
+
+    /// Completes the file, if the sound went to one.
+    pub fn finish(self) -> Result<()> {
+        if let Out::File(wav) = self.out {
+            wav.finish()?;
+        }
+        Ok(())
+    }
+}
