@@ -289,3 +289,45 @@ fn no_microphone_is_a_clear_error() {
         .unwrap();
     assert_eq!(err.to_string(), "no microphone found; available: fake mic");
 }
+
+/// While the kiosk speaks (and for the tail after), what the microphone captures reaches the
+/// listener as silence of the same length; before and after, the signal comes through.
+#[test]
+fn muted_microphone_hears_silence_while_the_kiosk_speaks() {
+    use pipeline::Mute;
+    let mic = Microphone::open(&host(true), None).unwrap();
+    let mute = Mute::default();
+    let heard: Arc<Mutex<Vec<(Instant, usize, f32)>>> = Arc::default();
+    let mut g = Graph::new();
+    let stop = g.stop_handle();
+    let (h, m) = (heard.clone(), mute.clone());
+    g.spawn("microphone", move |ctx| {
+        microphone_source(&ctx, mic, |chunk| {
+            let at = chunk.captured;
+            let gated = m.gate(chunk);
+            let peak = gated.payload.samples.iter().fold(0f32, |p, s| p.max(s.abs()));
+            h.lock().unwrap().push((at, gated.payload.samples.len(), peak));
+            Ok(())
+        })
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    mute.set(true);
+    let on = Instant::now();
+    std::thread::sleep(Duration::from_millis(400));
+    let off = Instant::now();
+    mute.set(false);
+    std::thread::sleep(Duration::from_millis(700));
+    stop.stop();
+    g.join().unwrap();
+
+    let heard = heard.lock().unwrap();
+    let before: Vec<f32> = heard.iter().filter(|c| c.0 < on).map(|c| c.2).collect();
+    let during: Vec<f32> = heard.iter().filter(|c| c.0 > on && c.0 < off).map(|c| c.2).collect();
+    let settle = off + Mute::TAIL + Duration::from_millis(20);
+    let after: Vec<f32> = heard.iter().filter(|c| c.0 > settle).map(|c| c.2).collect();
+    assert!(before.len() >= 10 && during.len() >= 20 && after.len() >= 10);
+    assert!(before.iter().chain(&after).all(|&p| p > 0.4), "signal lost");
+    assert!(during.iter().all(|&p| p == 0.0), "heard while speaking");
+    assert!(heard.iter().all(|c| c.1 == BUFFER), "a chunk changed length");
+}
