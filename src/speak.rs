@@ -29,7 +29,7 @@ enum Out {
 /// What one answer took to say.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Spoken {
-    /// From the call to the first sample ready (the first sentence synthesised).
+    /// From the call to the first sample ready (the first piece of the first sentence).
     pub first_audio: Duration,
     pub audio_s: f64,
     /// Time spent synthesising, all sentences.
@@ -82,52 +82,93 @@ impl Mouth {
         self
     }
 
-    /// Says `text`, sentence by sentence: each is played (or written) as soon as it is
-    /// synthesised, the microphone muted from the first sentence to the end of the last.
+    /// Says `text`, sentence by sentence, each sentence in pieces played (or written) as
+    /// soon as they are generated; the microphone is muted from the start to the end of the
+    /// sound.
     pub fn say(&mut self, text: &str) -> Result<Spoken> {
         let started = Instant::now();
         let sentences = self.voice.phonemes(text)?;
         let mut spoken = Spoken::default();
         self.mute.set(true);
-        let result = (|| -> Result<()> {
-            if let Out::File(wav) = &mut self.out
-                && self.answers > 0
-            {
-                let gap = (GAP_S * self.voice.sample_rate as f32) as usize;
-                wav.write(&vec![0.0; gap])?;
-            }
-            for (i, phonemes) in sentences.iter().enumerate() {
-                let t = Instant::now();
-                let sound = self
-                    .voice
-                    .synthesize(&self.voice.ids(phonemes), self.scales);
-                spoken.synthesis += t.elapsed();
-                if i == 0 {
-                    spoken.first_audio = started.elapsed();
-                }
-                spoken.audio_s += sound.duration_s();
-                self.emit(&sound)?;
-            }
-            Ok(())
-        })();
+        let result = self.say_sentences(&sentences, started, &mut spoken);
         self.mute.set(false);
         self.answers += 1;
         result.map(|()| spoken)
     }
 
-    fn emit(&mut self, sound: &AudioChunk) -> Result<()> {
-        match &mut self.out {
+    fn say_sentences(
+        &mut self,
+        sentences: &[Vec<char>],
+        started: Instant,
+        spoken: &mut Spoken,
+    ) -> Result<()> {
+        let mut sink = match &mut self.out {
             #[cfg(feature = "mic")]
-            Out::Speaker(s) => s.play(sound)?,
-            Out::File(wav) => wav.write(&sound.samples)?,
+            Out::Speaker(s) => Sink::Speaker(s.playback()?),
+            Out::File(wav) => {
+                if self.answers > 0 {
+                    let gap = (GAP_S * self.voice.sample_rate as f32) as usize;
+                    wav.write(&vec![0.0; gap])?;
+                }
+                Sink::File(wav)
+            }
+        };
+        let mut failed = None;
+        for phonemes in sentences {
+            let ids = self.voice.ids(phonemes);
+            let mut t = Instant::now();
+            self.voice.synthesize_streaming(&ids, self.scales, |piece| {
+                spoken.synthesis += t.elapsed();
+                if spoken.audio_s == 0.0 {
+                    spoken.first_audio = started.elapsed();
+                }
+                spoken.audio_s += piece.duration_s();
+                if failed.is_none()
+                    && let Err(e) = sink.push(&piece)
+                {
+                    failed = Some(e);
+                }
+                t = Instant::now();
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
-        Ok(())
+        sink.finish()
     }
 
     /// Completes the file, if the sound went to one.
     pub fn finish(self) -> Result<()> {
         if let Out::File(wav) = self.out {
             wav.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Where one answer's pieces go.
+enum Sink<'a> {
+    #[cfg(feature = "mic")]
+    Speaker(pipeline::speaker::Playback),
+    File(&'a mut WavWriter),
+}
+
+impl Sink<'_> {
+    fn push(&mut self, sound: &AudioChunk) -> Result<()> {
+        match self {
+            #[cfg(feature = "mic")]
+            Sink::Speaker(p) => p.push(sound)?,
+            Sink::File(wav) => wav.write(&sound.samples)?,
+        }
+        Ok(())
+    }
+
+    /// Waits for the speaker to take the last sample.
+    fn finish(self) -> Result<()> {
+        match self {
+            #[cfg(feature = "mic")]
+            Sink::Speaker(p) => p.finish()?,
+            Sink::File(_) => {}
         }
         Ok(())
     }

@@ -2,9 +2,9 @@
 //!
 //! The device plays at its own rate; a voice's samples (22,050 Hz) are brought to it by
 //! linear interpolation, which is enough for speech through a kiosk's speaker.
-//! [`Speaker::play`] blocks until the sound has been handed to the device.
+//! [`Speaker::playback`] plays what is pushed into it while more is being made.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,17 +92,16 @@ impl Speaker {
         };
         // A device that is listed but cannot be opened (no sound card behind ALSA's
         // default) is said now, before any model loads, not at the first answer.
-        drop(speaker.stream(Arc::new(Vec::new()), Arc::new(AtomicUsize::new(0)))?);
+        drop(speaker.stream(Arc::default())?);
         Ok(speaker)
     }
 
-    /// An output stream playing `samples` from `position` on, silence after them.
+    /// An output stream playing what is pushed into `queue`, silence when it is empty.
     fn stream(
         &self,
-        samples: Arc<Vec<f32>>,
-        position: Arc<AtomicUsize>,
+        queue: Arc<Mutex<VecDeque<f32>>>,
     ) -> Result<(cpal::Stream, Arc<Mutex<Option<String>>>), DeviceError> {
-        let channels = usize::from(self.config.channels());
+        let channels = usize::from(self.config.channels()).max(1);
         let failed = Arc::new(Mutex::new(None::<String>));
         let errors = failed.clone();
         let stream = self
@@ -110,11 +109,12 @@ impl Speaker {
             .build_output_stream::<f32, _, _>(
                 self.config.config(),
                 move |out: &mut [f32], _| {
-                    let start = position.load(Ordering::Relaxed);
-                    for (k, frame) in out.chunks_mut(channels).enumerate() {
-                        frame.fill(samples.get(start + k).copied().unwrap_or(0.0));
+                    // The audio thread never waits: a queue held by the pusher plays silence.
+                    let mut queue = queue.try_lock().ok();
+                    for frame in out.chunks_mut(channels) {
+                        let v = queue.as_mut().and_then(|q| q.pop_front()).unwrap_or(0.0);
+                        frame.fill(v);
                     }
-                    position.store(start + out.len() / channels.max(1), Ordering::Relaxed);
                 },
                 move |e| {
                     *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
@@ -125,31 +125,83 @@ impl Speaker {
         Ok((stream, failed))
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Plays `sound` and returns once the device has taken its last sample.
-    pub fn play(&self, sound: &AudioChunk) -> Result<(), DeviceError> {
-        let rate = self.config.sample_rate();
-        let samples = Arc::new(resample_linear(&sound.samples, sound.sample_rate, rate));
-        let at = Arc::new(AtomicUsize::new(0));
-        let fail = |reason: String| DeviceError::Lost {
+    /// Starts playing: push sound into the returned [`Playback`] as it is made.
+    pub fn playback(&self) -> Result<Playback, DeviceError> {
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        let (stream, failed) = self.stream(queue.clone())?;
+        let lost = |reason: String| DeviceError::Lost {
             what: "speaker",
             name: self.name.clone(),
             reason,
         };
-        let (stream, failed) = self.stream(samples.clone(), at.clone())?;
-        stream.play().map_err(|e| fail(e.to_string()))?;
+        stream.play().map_err(|e| lost(e.to_string()))?;
+        Ok(Playback {
+            _stream: stream,
+            queue,
+            failed,
+            rate: self.config.sample_rate(),
+            name: self.name.clone(),
+        })
+    }
+
+    /// Plays `sound` and returns once the device has taken its last sample.
+    pub fn play(&self, sound: &AudioChunk) -> Result<(), DeviceError> {
+        let mut p = self.playback()?;
+        p.push(sound)?;
+        p.finish()
+    }
+}
+
+/// Sound being played: what is pushed is queued behind what is playing.
+pub struct Playback {
+    _stream: cpal::Stream,
+    queue: Arc<Mutex<VecDeque<f32>>>,
+    failed: Arc<Mutex<Option<String>>>,
+    rate: u32,
+    name: String,
+}
+
+impl Playback {
+    fn check(&self) -> Result<(), DeviceError> {
+        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(DeviceError::Lost {
+                what: "speaker",
+                name: self.name.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn push(&mut self, sound: &AudioChunk) -> Result<(), DeviceError> {
+        self.check()?;
+        let samples = resample_linear(&sound.samples, sound.sample_rate, self.rate);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(samples);
+        Ok(())
+    }
+
+    /// Waits until the device has taken everything pushed.
+    pub fn finish(self) -> Result<(), DeviceError> {
+        let left = self.queue.lock().unwrap_or_else(|p| p.into_inner()).len();
         // A device that stops taking samples must not hold the kiosk forever.
-        let limit = Duration::from_secs_f64(samples.len() as f64 / f64::from(rate) + 2.0);
+        let limit = Duration::from_secs_f64(left as f64 / f64::from(self.rate) + 2.0);
         let started = std::time::Instant::now();
-        while at.load(Ordering::Relaxed) < samples.len() {
-            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(fail(e));
-            }
+        while !self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            self.check()?;
             if started.elapsed() > limit {
-                return Err(fail("the device stopped taking samples".into()));
+                return Err(DeviceError::Lost {
+                    what: "speaker",
+                    name: self.name.clone(),
+                    reason: "the device stopped taking samples".into(),
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -305,8 +305,14 @@ fn muted_microphone_hears_silence_while_the_kiosk_speaks() {
         microphone_source(&ctx, mic, |chunk| {
             let at = chunk.captured;
             let gated = m.gate(chunk);
-            let peak = gated.payload.samples.iter().fold(0f32, |p, s| p.max(s.abs()));
-            h.lock().unwrap().push((at, gated.payload.samples.len(), peak));
+            let peak = gated
+                .payload
+                .samples
+                .iter()
+                .fold(0f32, |p, s| p.max(s.abs()));
+            h.lock()
+                .unwrap()
+                .push((at, gated.payload.samples.len(), peak));
             Ok(())
         })
     })
@@ -323,11 +329,18 @@ fn muted_microphone_hears_silence_while_the_kiosk_speaks() {
 
     let heard = heard.lock().unwrap();
     let before: Vec<f32> = heard.iter().filter(|c| c.0 < on).map(|c| c.2).collect();
-    let during: Vec<f32> = heard.iter().filter(|c| c.0 > on && c.0 < off).map(|c| c.2).collect();
+    let during: Vec<f32> = heard
+        .iter()
+        .filter(|c| c.0 > on && c.0 < off)
+        .map(|c| c.2)
+        .collect();
     let settle = off + Mute::TAIL + Duration::from_millis(20);
     let after: Vec<f32> = heard.iter().filter(|c| c.0 > settle).map(|c| c.2).collect();
     assert!(before.len() >= 10 && during.len() >= 20 && after.len() >= 10);
     assert!(before.iter().chain(&after).all(|&p| p > 0.4), "signal lost");
     assert!(during.iter().all(|&p| p == 0.0), "heard while speaking");
-    assert!(heard.iter().all(|c| c.1 == BUFFER), "a chunk changed length");
+    assert!(
+        heard.iter().all(|c| c.1 == BUFFER),
+        "a chunk changed length"
+    );
 }

@@ -157,6 +157,13 @@ impl Voice {
         AudioChunk::new(self.sample_rate, self.model.forward(ids, scales))
     }
 
+    /// [`Voice::synthesize`] in pieces, each handed over as soon as it is made.
+    pub fn synthesize_streaming(&self, ids: &[i64], scales: Scales, mut piece: impl FnMut(Speech)) {
+        self.model.stream(ids, scales, |samples| {
+            piece(AudioChunk::new(self.sample_rate, samples.to_vec()))
+        });
+    }
+
     /// Every sentence of `text`, spoken in turn.
     pub fn speak(&self, text: &str, scales: Scales) -> Result<Vec<Speech>, VoiceError> {
         Ok(self

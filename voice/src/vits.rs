@@ -36,6 +36,13 @@ const MIN_DERIVATIVE: f32 = 1e-3;
 /// Relative positions seen by the text encoder's attention: -4..=4.
 const WINDOW: usize = 4;
 const HEADS: usize = 2;
+/// Latent frames (256 samples, 11.6 ms each) in the first piece a sentence is generated in,
+/// and in each later one.
+pub const FIRST_PIECE: usize = 24;
+pub const PIECE: usize = 160;
+/// Frames of context on each side of a piece. The generator sees about 13 frames either
+/// way (conv_pre 3, the first upsampling's residual blocks 6, the rest about 1 each).
+pub const GENERATOR_CONTEXT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 #[error("voice model {path}: {reason}")]
@@ -512,6 +519,36 @@ impl Vits {
     /// # Shapes
     /// - ids: `[t]` -> samples, `256 * sum(durations)` of them
     pub fn forward(&self, ids: &[i64], noise: Noise) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.stream(ids, noise, |piece| out.extend_from_slice(piece));
+        out
+    }
+
+    /// [`Vits::forward`] handing the samples over in pieces as the generator makes them,
+    /// the first after [`FIRST_PIECE`] frames: a listener hears the start of a sentence
+    /// while the rest is still being generated. Each piece is generated with
+    /// [`GENERATOR_CONTEXT`] latent frames of context on both sides, more than the
+    /// generator's receptive field, so the pieces join into what one pass would give.
+    pub fn stream(&self, ids: &[i64], noise: Noise, mut piece: impl FnMut(&[f32])) {
+        let z = self.latents(ids, noise);
+        let [_, _, frames] = z.dims();
+        let mut start = 0;
+        while start < frames {
+            let len = if start == 0 { FIRST_PIECE } else { PIECE }.min(frames - start);
+            let lo = start.saturating_sub(GENERATOR_CONTEXT);
+            let hi = (start + len + GENERATOR_CONTEXT).min(frames);
+            let samples = floats(self.generator.forward(z.clone().narrow(2, lo, hi - lo)));
+            let hop = samples.len() / (hi - lo);
+            piece(&samples[(start - lo) * hop..(start - lo + len) * hop]);
+            start += len;
+        }
+    }
+
+    /// The prior sampled and run backwards through the flow: the generator's input.
+    ///
+    /// # Shapes
+    /// - ids: `[t]` -> z `[1, C, sum(durations)]`
+    pub fn latents(&self, ids: &[i64], noise: Noise) -> Tensor<3> {
         let device = self.encoder.embedding.device();
         let t = ids.len();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [t]), &device);
@@ -539,7 +576,7 @@ impl Vits {
         for coupling in self.flow.iter().rev() {
             z = coupling.reverse(z.flip([1]));
         }
-        floats(self.generator.forward(z))
+        z
     }
 
     /// Reads the generator from a Piper voice's ONNX file.
