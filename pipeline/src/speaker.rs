@@ -13,6 +13,9 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use crate::audio::AudioChunk;
 use crate::devices::DeviceError;
 
+/// What the device's error callback reports, for the pusher to see.
+type Failure = Arc<Mutex<Option<String>>>;
+
 pub struct Speaker {
     device: cpal::Device,
     config: cpal::SupportedStreamConfig,
@@ -100,7 +103,7 @@ impl Speaker {
     fn stream(
         &self,
         queue: Arc<Mutex<VecDeque<f32>>>,
-    ) -> Result<(cpal::Stream, Arc<Mutex<Option<String>>>), DeviceError> {
+    ) -> Result<(cpal::Stream, Failure), DeviceError> {
         let channels = usize::from(self.config.channels()).max(1);
         let failed = Arc::new(Mutex::new(None::<String>));
         let errors = failed.clone();
@@ -156,7 +159,7 @@ impl Speaker {
 pub struct Playback {
     _stream: cpal::Stream,
     queue: Arc<Mutex<VecDeque<f32>>>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Failure,
     rate: u32,
     name: String,
 }
