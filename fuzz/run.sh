@@ -35,9 +35,10 @@ for t in "${targets[@]}"; do
   status=0
   cargo fuzz run -O --target-dir "$target_dir" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1 || status=$?
-  # -a: a target's messages may carry the input's raw bytes, and grep would call the log
+  # '#' then digits: libFuzzer ends with '###### Recommended dictionary' lines, which a
+  # bare '#[0-9]*' took for a count of nothing. -a: a target's messages may carry the input's raw bytes, and grep would call the log
   # binary and print no count (the hour-long gguf run of session 9 lost its count so).
-  execs=$( (grep -a -o '^#[0-9]*' "$log" || true) | tail -n 1 | tr -d '#')
+  execs=$( (grep -a -o '^#[0-9][0-9]*' "$log" || true) | tail -n 1 | tr -d '#')
   crashes=$(( $(find "artifacts/$t" -type f | wc -l) - before ))
   printf '%-14s %5s s  %12s executions  corpus %5s  new crashes %s\n' \
     "$t" "$seconds" "${execs:-0}" "$(ls "corpus/$t" | wc -l)" "$crashes"
