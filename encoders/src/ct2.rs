@@ -68,6 +68,17 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// A count just read, refused above `limit`.
+    fn at_most(&self, count: u32, limit: u32, what: &str) -> Result<(), Ct2Error> {
+        if count > limit {
+            return Err(Ct2Error::Malformed {
+                what: format!("{count} {what}, more than limits::MAX_VARIABLES = {limit}"),
+                offset: self.at - 4,
+            });
+        }
+        Ok(())
+    }
+
     fn u8(&mut self, what: &str) -> Result<u8, Ct2Error> {
         Ok(self.take(1, what)?[0])
     }
@@ -130,6 +141,15 @@ fn item_size(dtype: u8) -> usize {
     }
 }
 
+/// What a `model.bin` may declare, with the reason for each bound.
+pub mod limits {
+    /// Dimensions of one variable: CTranslate2's own tensors have at most 4.
+    pub const MAX_RANK: u8 = 8;
+    /// Variables, and aliases, in one file: Whisper large has about 1,300 variables; the
+    /// names and shapes of a crafted count's entries would be read one by one.
+    pub const MAX_VARIABLES: u32 = 1 << 16;
+}
+
 impl<'a> Ct2Model<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Ct2Error> {
         let mut r = Reader { bytes, at: 0 };
@@ -140,10 +160,20 @@ impl<'a> Ct2Model<'a> {
         let spec = r.string("spec name")?;
         r.u32("spec revision")?;
         let count = r.u32("variable count")?;
+        r.at_most(count, limits::MAX_VARIABLES, "variables")?;
         let mut variables = HashMap::new();
         for _ in 0..count {
             let name = r.string("variable name")?;
             let rank = r.u8("rank")?;
+            if rank > limits::MAX_RANK {
+                return Err(Ct2Error::Malformed {
+                    what: format!(
+                        "'{name}' has rank {rank}, more than limits::MAX_RANK = {}",
+                        limits::MAX_RANK
+                    ),
+                    offset: r.at - 1,
+                });
+            }
             let shape = (0..rank)
                 .map(|_| r.u32("dimension").map(|d| d as usize))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -179,6 +209,7 @@ impl<'a> Ct2Model<'a> {
         }
         if version >= 3 {
             let aliases = r.u32("alias count")?;
+            r.at_most(aliases, limits::MAX_VARIABLES, "aliases")?;
             for _ in 0..aliases {
                 let alias = r.string("alias")?;
                 let target = r.string("alias target")?;
@@ -303,6 +334,23 @@ pub(crate) mod tests {
         assert!(err.contains("'w'") && err.contains("do not hold"), "{err}");
         let huge = model_bin(&[("w", &[u32::MAX, u32::MAX, u32::MAX], &[1.0])], &[]);
         assert!(Ct2Model::parse(&huge).is_err());
+        let deep = model_bin(&[("w", &[1; 9], &[1.0])], &[]);
+        let err = Ct2Model::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("rank 9") && err.contains("MAX_RANK"), "{err}");
+        // The variable count sits after the version, the spec name and its revision.
+        let mut many = model_bin(&[], &[]);
+        let at = 4 + 2 + "WhisperSpec".len() + 1 + 4;
+        many[at..at + 4].copy_from_slice(&(limits::MAX_VARIABLES + 1).to_le_bytes());
+        let err = Ct2Model::parse(&many).unwrap_err().to_string();
+        assert!(
+            err.contains("65537 variables") && err.contains("MAX_VARIABLES"),
+            "{err}"
+        );
+        let mut aliases = model_bin(&[], &[]);
+        let end = aliases.len();
+        aliases[end - 4..].copy_from_slice(&(limits::MAX_VARIABLES + 1).to_le_bytes());
+        let err = Ct2Model::parse(&aliases).unwrap_err().to_string();
+        assert!(err.contains("65537 aliases"), "{err}");
         let nowhere = model_bin(&[("w", &[2], &[1.5, -2.0])], &[("v", "gone")]);
         assert!(matches!(Ct2Model::parse(&nowhere), Err(Ct2Error::Missing(t)) if t == "gone"));
     }

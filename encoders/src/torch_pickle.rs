@@ -22,6 +22,11 @@ use std::rc::Rc;
 
 const MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 const PROTOCOL_VERSION: i128 = 1001;
+/// Output elements allowed per byte of file, all tensors together: a real checkpoint holds
+/// at most one element per byte (f32 at four bytes, f16 at two), so four leaves room for
+/// views that share storage while a tiny file cannot ask for gigabytes through zero
+/// strides or many tensors on one storage.
+pub const ELEMENTS_PER_FILE_BYTE: u64 = 4;
 
 /// One tensor of the state dict, converted to contiguous row-major `f32`.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,11 +245,9 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<Vec<TorchTensor>, PthError
     }
     // Trailing bytes after the last record are ignored, as torch does.
 
-    // Upper bound on output elements, so a tiny file cannot request a huge
-    // allocation through zero strides or many tensors sharing one storage.
     let mut budget = u64::try_from(bytes.len())
         .unwrap_or(u64::MAX)
-        .saturating_mul(4);
+        .saturating_mul(ELEMENTS_PER_FILE_BYTE);
     let mut out = Vec::with_capacity(entries.len());
     for (name, t) in entries {
         let info = &heap.tensors[t];
@@ -306,9 +309,9 @@ fn gather(
             s.key, s.numel
         ));
     }
-    *budget = budget
-        .checked_sub(numel)
-        .ok_or("output larger than 4x the file size")?;
+    *budget = budget.checked_sub(numel).ok_or_else(|| {
+        format!("output larger than {ELEMENTS_PER_FILE_BYTE} elements per byte of the file")
+    })?;
     let as_usize =
         |x: u64| usize::try_from(x).map_err(|_| "size exceeds address space".to_string());
     let mut data = Vec::with_capacity(as_usize(numel)?);
@@ -943,7 +946,7 @@ mod tests {
         assert!(e.contains("overflows"), "{e}");
         // Zero strides may not inflate a small file into a huge allocation.
         let e = err(tiny("FloatStorage", 4, &data, 0, &[big, big], &[0, 0]));
-        assert!(e.contains("4x the file size"), "{e}");
+        assert!(e.contains("4 elements per byte of the file"), "{e}");
         // Data record shorter than declared, and wrong element count.
         let e = err(tiny("FloatStorage", 4, &data[..15], 0, &[4], &[1]));
         assert!(
