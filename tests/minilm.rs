@@ -43,14 +43,7 @@ fn reference() -> Vec<Reference> {
 }
 
 fn files() -> (std::path::PathBuf, std::path::PathBuf) {
-    let files = percept::models::require_all("all-minilm-l6-v2").unwrap();
-    let find = |s: &str| {
-        files
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(s))
-            .unwrap()
-            .clone()
-    };
+    let find = |s: &str| percept::models::require_file("all-minilm-l6-v2", s).unwrap();
     (find("model.safetensors"), find("vocab.txt"))
 }
 

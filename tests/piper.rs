@@ -14,11 +14,7 @@ const SILENT: Scales = Scales {
 };
 
 fn voice() -> Voice {
-    let onnx = percept::models::require_all("piper-joe")
-        .unwrap()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".onnx"))
-        .unwrap();
+    let onnx = percept::models::require_file("piper-joe", ".onnx").unwrap();
     Voice::load(&onnx, &Device::flex()).unwrap()
 }
 
@@ -182,4 +178,53 @@ fn spoken_answers_transcribe_back_to_the_answers() {
         rate * 100.0
     );
     assert!(rate <= 0.10, "WER {:.1}%: heard {heard:?}", rate * 100.0);
+}
+
+/// `percept say --out` writes a WAV of the voice's rate whose length is what it reports;
+/// empty text and a missing sound card are clear errors.
+#[test]
+fn say_writes_a_wav_and_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("hello.wav");
+    let say = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_percept"))
+            .arg("say")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = say(&[
+        "Good morning, welcome.",
+        "--json",
+        "--out",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audio_s = report["audio_s"].as_f64().unwrap();
+    assert!(audio_s > 0.5 && report["real_time_factor"].as_f64().unwrap() > 0.0);
+    let bytes = std::fs::read(&wav).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(
+        u32::from_le_bytes(bytes[24..28].try_into().unwrap()),
+        22_050
+    );
+    let samples = (bytes.len() - 44) / 4;
+    assert!((samples as f64 / 22_050.0 - audio_s).abs() < 1e-3);
+
+    let out = say(&["  "]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to say"));
+    let out = say(&["hi", "--noise-scale", "11"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--noise-scale must be between"));
+    // This machine has no sound card: the speaker is refused with what to do instead.
+    if !std::path::Path::new("/dev/snd").exists() {
+        let out = say(&["hi"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--out FILE.wav"));
+    }
 }

@@ -12,11 +12,7 @@ use encoders::audio::{Segment, Segmenter, SegmenterConfig, Silero};
 
 /// The cached model file whose name ends with `suffix`.
 fn model_file(suffix: &str) -> std::path::PathBuf {
-    percept::models::require_all("silero-vad")
-        .unwrap()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap()
+    percept::models::require_file("silero-vad", suffix).unwrap()
 }
 
 /// Probabilities of `weights` over the clip, compared chunk by chunk with `reference`.

@@ -33,20 +33,10 @@ use encoders::text::{MiniLm, MiniLmConfig};
 /// The sentence encoder that ranks a knowledge file's facts by meaning (all-MiniLM-L6-v2,
 /// from the model cache).
 pub fn sentence_encoder(device: &Device) -> Result<Arc<MiniLm>> {
-    let files = crate::models::require_all("all-minilm-l6-v2")?;
-    let find = |end: &str| {
-        files
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(end))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "all-minilm-l6-v2 has no {end}: run `percept models pull all-minilm-l6-v2`"
-                )
-            })
-    };
+    let file = |end: &str| crate::models::require_file("all-minilm-l6-v2", end);
     let encoder = MiniLm::load(
-        find("model.safetensors")?,
-        find("vocab.txt")?,
+        &file("model.safetensors")?,
+        &file("vocab.txt")?,
         MiniLmConfig::default(),
         device,
     )?;
