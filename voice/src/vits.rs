@@ -24,7 +24,7 @@ use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
 use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use encoders::onnx::{OnnxGraph, OnnxNode, OnnxTensor};
+use encoders::onnx::{OnnxNode, OnnxTensor};
 
 /// HiFi-GAN's slope inside the generator; the last activation uses torch's default, 0.01.
 const LRELU_SLOPE: f64 = 0.1;
@@ -587,8 +587,12 @@ impl Vits {
         };
         let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let graph = encoders::onnx::graph(&bytes).map_err(|e| fail(e.to_string()))?;
+        // The file's bytes go before the modules are made, and each tensor's floats move
+        // into its module: at most two copies of the weights are ever held.
+        drop(bytes);
         let file = Weights {
-            graph: &graph,
+            nodes: graph.nodes,
+            tensors: std::cell::RefCell::new(graph.tensors),
             device,
         };
         Self::from_file(&file).map_err(fail)
@@ -597,7 +601,6 @@ impl Vits {
     fn from_file(f: &Weights) -> Result<Self, String> {
         // The embedding is the table the `Gather` on the `input` ids reads.
         let gather = f
-            .graph
             .nodes
             .iter()
             .find(|n| n.op == "Gather" && n.inputs.get(1).map(String::as_str) == Some("input"))
@@ -611,7 +614,7 @@ impl Vits {
             let i = layers.len();
             let a = format!("enc_p.encoder.attn_layers.{i}");
             let rel = |name: &str| -> Result<Param<Tensor<2>>, String> {
-                let t = f.tensor(&format!("{a}.{name}"))?;
+                let t = f.take(&format!("{a}.{name}"))?;
                 match t.shape[..] {
                     [1, r, d] if r == 2 * WINDOW + 1 => f.param_shaped(t, [r, d]),
                     _ => Err(format!("{} has shape {:?}", t.name, t.shape)),
@@ -678,7 +681,6 @@ impl Vits {
         }
         let affine = f.consumer_of("dp.flows.0.m", "Sub")?;
         let mul = f
-            .graph
             .nodes
             .iter()
             .find(|n| n.op == "Mul" && n.inputs.first() == affine.outputs.first())
@@ -754,33 +756,41 @@ impl Vits {
     }
 }
 
-/// The ONNX graph as a source of modules.
+/// The ONNX graph as a source of modules: each tensor's floats are taken out as its module
+/// is made.
 struct Weights<'a> {
-    graph: &'a OnnxGraph,
+    nodes: Vec<OnnxNode>,
+    tensors: std::cell::RefCell<Vec<OnnxTensor>>,
     device: &'a Device,
 }
 
 impl Weights<'_> {
     fn has(&self, name: &str) -> bool {
-        self.graph.tensors.iter().any(|t| t.name == name)
+        self.tensors.borrow().iter().any(|t| t.name == name)
             || self
-                .graph
                 .nodes
                 .iter()
                 .any(|n| n.inputs.iter().skip(1).any(|i| i == name))
     }
 
-    fn tensor(&self, name: &str) -> Result<&OnnxTensor, String> {
-        self.graph
-            .tensors
-            .iter()
+    /// The tensor of the main graph named `name`, its floats moved out (a second use of
+    /// one tensor finds it empty and fails on its size).
+    fn take(&self, name: &str) -> Result<OnnxTensor, String> {
+        let mut tensors = self.tensors.borrow_mut();
+        let t = tensors
+            .iter_mut()
             .find(|t| t.name == name && t.graph.is_empty())
-            .ok_or_else(|| format!("no float tensor '{name}'"))
+            .ok_or_else(|| format!("no float tensor '{name}'"))?;
+        Ok(OnnxTensor {
+            graph: String::new(),
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data: std::mem::take(&mut t.data),
+        })
     }
 
     fn consumer_of(&self, name: &str, op: &str) -> Result<&OnnxNode, String> {
-        self.graph
-            .nodes
+        self.nodes
             .iter()
             .find(|n| n.op == op && n.inputs.iter().any(|i| i == name))
             .ok_or_else(|| format!("no {op} node takes '{name}'"))
@@ -791,7 +801,7 @@ impl Weights<'_> {
         name: &str,
         want: Option<&[usize]>,
     ) -> Result<Param<Tensor<D>>, String> {
-        let t = self.tensor(name)?;
+        let t = self.take(name)?;
         if want.is_some_and(|w| w != t.shape) || t.shape.len() != D {
             return Err(format!(
                 "tensor '{name}' has shape {:?}, the model needs {}",
@@ -805,14 +815,14 @@ impl Weights<'_> {
 
     fn param_shaped<const D: usize>(
         &self,
-        t: &OnnxTensor,
+        t: OnnxTensor,
         shape: [usize; D],
     ) -> Result<Param<Tensor<D>>, String> {
         if shape.iter().product::<usize>() != t.data.len() {
             return Err(format!("tensor '{}' cannot be read as {shape:?}", t.name));
         }
         Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(t.data.clone(), shape),
+            TensorData::new(t.data, shape),
             self.device,
         )))
     }
@@ -830,8 +840,7 @@ impl Weights<'_> {
     /// second input whatever the exporter called it.
     fn layer(&self, prefix: &str, op: &str) -> Result<&OnnxNode, String> {
         let (w, b) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
-        self.graph
-            .nodes
+        self.nodes
             .iter()
             .find(|n| {
                 n.op == op
