@@ -411,6 +411,12 @@ fn answer_stage(
             end_of_speech_to_first_audio_ms: None,
             spoken_s: None,
         };
+        // The text view shows the answer as soon as it is decided, before it is said; a
+        // JSON line waits for the speech, whose latency it carries.
+        if !sink.json {
+            writeln!(out, "{}", show(&a))?;
+            out.flush()?;
+        }
         // Only an answer is said; an action is done, not talked about. The answer is said
         // once it is complete: grounding may replace it with its best fact or the fallback
         // line, and an unchecked first sentence must not reach the speaker.
@@ -428,10 +434,8 @@ fn answer_stage(
         }
         if sink.json {
             writeln!(out, "{}", serde_json::to_string(&a)?)?;
-        } else {
-            writeln!(out, "{}", show(&a))?;
+            out.flush()?;
         }
-        out.flush()?;
         sink.outlets.send(a.seq, ended, || {
             let kind = match (&a.reply.action, &a.reply.answer) {
                 (Some(_), _) => Kind::Action,
