@@ -58,6 +58,7 @@ fn library() -> Result<&'static Mutex<Library>, EspeakError> {
         .as_ref()
         .map_err(|e| match e {
             EspeakError::Missing(m) => EspeakError::Missing(m.clone()),
+            EspeakError::Init(m) => EspeakError::Init(m.clone()),
             other => EspeakError::Init(other.to_string()),
         })
 }
