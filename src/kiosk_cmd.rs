@@ -32,7 +32,8 @@ use pipeline::fixture::{Fixture, Pace, ReplayClock};
 use pipeline::frame::converting;
 use pipeline::media_file::AudioFile;
 use pipeline::{
-    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Mute, Output, StageContext, StageResult,
+    AudioChunk, EdgeConfig, Envelope, Frame, Graph, Input, Output, Speaking, StageContext,
+    StageResult,
 };
 use publish::mqtt::App;
 use publish::{Event, Kind, Outlets, Record};
@@ -212,17 +213,18 @@ pub fn run(args: KioskArgs) -> Result<()> {
     )?;
     let answerer = Answerer::new(llm, &knowledge, config)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    // The microphone hears silence while the kiosk speaks.
-    let mute = Mute::default();
+    // The microphone's stage hears when the kiosk speaks, and replaces what it captures
+    // meanwhile with silence.
+    let (speaking_tx, speaking_rx) = graph.edge("speaking", EdgeConfig::block(16));
     let mouth = match (&args.speak, &args.speak_to) {
         (Some(name), _) => Some(Mouth::speaker(
             load_voice(&device)?,
             (!name.is_empty()).then_some(name.as_str()),
-            mute.clone(),
         )?),
-        (None, Some(file)) => Some(Mouth::file(load_voice(&device)?, file, mute.clone())?),
+        (None, Some(file)) => Some(Mouth::file(load_voice(&device)?, file)?),
         (None, None) => None,
-    };
+    }
+    .map(|m| m.telling(speaking_tx));
 
     // Every model loads before any source starts: a replayed fixture's audio and frames
     // then share one clock, started here.
@@ -236,6 +238,8 @@ pub fn run(args: KioskArgs) -> Result<()> {
     };
     let (said_tx, said_rx) = graph.edge("said", EdgeConfig::block(4));
     if let Some(file) = args.text.clone() {
+        // Typed questions: no microphone to tell (a live edge nobody reads would fill).
+        drop(speaking_rx);
         graph.spawn("text", move |ctx| {
             pipeline::text::text_source(&ctx, &file, |line| {
                 said_tx.send(line.map(|t| Said {
@@ -246,7 +250,7 @@ pub fn run(args: KioskArgs) -> Result<()> {
         })?;
     } else if let Some((vad, transcriber)) = ears {
         let (audio_tx, audio_rx) = graph.edge("audio", EdgeConfig::block(64));
-        spawn_source(&mut graph, &args, audio_tx, clock, mute)?;
+        spawn_source(&mut graph, &args, audio_tx, clock, speaking_rx)?;
         let (speech_tx, speech_rx) = graph.edge("speech", EdgeConfig::block(4));
         graph.spawn("listen", move |ctx| {
             listen(&ctx, &vad, audio_rx, &speech_tx)
@@ -463,7 +467,7 @@ fn spawn_source(
     args: &KioskArgs,
     tx: Output<Envelope<AudioChunk>>,
     clock: ReplayClock,
-    mute: Mute,
+    speaking: Input<Speaking>,
 ) -> Result<()> {
     if let Some(path) = &args.audio {
         let mut file = AudioFile::open(path)?;
@@ -490,7 +494,7 @@ fn spawn_source(
             fixture.replay_audio(&ctx, &name, clock, 1600, |c| tx.send(c))
         })?;
     } else {
-        spawn_mic(graph, args.mic.as_deref().unwrap_or_default(), tx, mute)?;
+        spawn_mic(graph, args.mic.as_deref().unwrap_or_default(), tx, speaking)?;
     }
     Ok(())
 }
@@ -500,19 +504,30 @@ fn spawn_mic(
     graph: &mut Graph,
     name: &str,
     tx: Output<Envelope<AudioChunk>>,
-    mute: Mute,
+    speaking: Input<Speaking>,
 ) -> Result<()> {
     use pipeline::microphone::{Microphone, microphone_source};
     let name = (!name.is_empty()).then_some(name);
     let mic = Microphone::open(&cpal::default_host(), name)?;
     graph.spawn("microphone", move |ctx| {
-        microphone_source(&ctx, mic, |c| tx.send(mute.gate(c)))
+        let mut mute = pipeline::Mute::default();
+        microphone_source(&ctx, mic, |c| {
+            while let pipeline::Recv::Item(event) = speaking.recv_timeout(Duration::ZERO) {
+                mute.note(event);
+            }
+            tx.send(mute.gate(c))
+        })
     })?;
     Ok(())
 }
 
 #[cfg(not(feature = "mic"))]
-fn spawn_mic(_: &mut Graph, _: &str, _: Output<Envelope<AudioChunk>>, _: Mute) -> Result<()> {
+fn spawn_mic(
+    _: &mut Graph,
+    _: &str,
+    _: Output<Envelope<AudioChunk>>,
+    _: Input<Speaking>,
+) -> Result<()> {
     bail!("this build has no microphone support (cargo feature 'mic')")
 }
 

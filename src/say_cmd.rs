@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Args;
 use percept::speak::{Mouth, load_voice};
-use pipeline::Mute;
 use voice::Scales;
 
 #[derive(Args)]
@@ -69,8 +68,8 @@ pub fn run(args: SayArgs) -> Result<()> {
         noise_w: args.noise_w.unwrap_or(d.noise_w),
     };
     let mouth = match &args.out {
-        Some(path) => Mouth::file(voice, path, Mute::default())?,
-        None => Mouth::speaker(voice, args.speaker.as_deref(), Mute::default())?,
+        Some(path) => Mouth::file(voice, path)?,
+        None => Mouth::speaker(voice, args.speaker.as_deref())?,
     };
     let mut mouth = mouth.with_scales(scales);
     let spoken = mouth.say(&text)?;

@@ -1,5 +1,6 @@
 //! Where spoken answers go: the default Piper voice, and a [`Mouth`] that says text a
-//! sentence at a time into a speaker or a WAV file, muting the microphone meanwhile.
+//! sentence at a time into a speaker or a WAV file, telling the microphone's stage (over
+//! an edge) when it starts and stops, so that it hears silence meanwhile.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use pipeline::fixture::WavWriter;
-use pipeline::{AudioChunk, Mute};
+use pipeline::{AudioChunk, Output, Speaking};
 use voice::{Scales, Voice};
 
 /// Silence between two answers written to a file, so that they stay apart.
@@ -40,7 +41,8 @@ pub struct Mouth {
     voice: Voice,
     scales: Scales,
     out: Out,
-    mute: Mute,
+    /// Where the voice's start and end go (the kiosk's microphone stage).
+    listener: Option<Output<Speaking>>,
     answers: usize,
 }
 
@@ -48,32 +50,45 @@ impl Mouth {
     /// Speaks through the default sound output device (or the one whose name contains
     /// `name`): a clear error on a machine without one.
     #[cfg(feature = "mic")]
-    pub fn speaker(voice: Voice, name: Option<&str>, mute: Mute) -> Result<Self> {
+    pub fn speaker(voice: Voice, name: Option<&str>) -> Result<Self> {
         let speaker = pipeline::speaker::Speaker::open(&cpal::default_host(), name)?;
-        Ok(Self::new(voice, Out::Speaker(speaker), mute))
+        Ok(Self::new(voice, Out::Speaker(speaker)))
     }
 
     #[cfg(not(feature = "mic"))]
-    pub fn speaker(_: Voice, _: Option<&str>, _: Mute) -> Result<Self> {
+    pub fn speaker(_: Voice, _: Option<&str>) -> Result<Self> {
         anyhow::bail!(
             "this build has no sound output (cargo feature 'mic'); use --speak-to FILE.wav"
         )
     }
 
     /// Writes the sound into a mono float WAV at the voice's rate.
-    pub fn file(voice: Voice, path: &Path, mute: Mute) -> Result<Self> {
+    pub fn file(voice: Voice, path: &Path) -> Result<Self> {
         let wav = WavWriter::create(path, voice.sample_rate)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self::new(voice, Out::File(wav), mute))
+        Ok(Self::new(voice, Out::File(wav)))
     }
 
-    fn new(voice: Voice, out: Out, mute: Mute) -> Self {
+    fn new(voice: Voice, out: Out) -> Self {
         Mouth {
             scales: voice.scales,
             voice,
             out,
-            mute,
+            listener: None,
             answers: 0,
+        }
+    }
+
+    /// Sends [`Speaking::Started`] and [`Speaking::Ended`] around each answer to `listener`.
+    pub fn telling(mut self, listener: Output<Speaking>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    fn tell(&self, event: Speaking) {
+        // No microphone stage (a file or typed input) has closed the edge: nobody to tell.
+        if let Some(l) = &self.listener {
+            let _ = l.send(event);
         }
     }
 
@@ -89,9 +104,9 @@ impl Mouth {
         let started = Instant::now();
         let sentences = self.voice.phonemes(text)?;
         let mut spoken = Spoken::default();
-        self.mute.set(true);
+        self.tell(Speaking::Started(Instant::now()));
         let result = self.say_sentences(&sentences, started, &mut spoken);
-        self.mute.set(false);
+        self.tell(Speaking::Ended(Instant::now()));
         self.answers += 1;
         result.map(|()| spoken)
     }

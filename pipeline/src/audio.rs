@@ -271,16 +271,21 @@ fn process(fft: &mut Fft<f32>, chunk: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Set while the kiosk speaks, and for [`Mute::TAIL`] after: the microphone's samples are
-/// replaced by silence then, so the kiosk never hears (and answers) itself.
-#[derive(Debug, Clone, Default)]
-pub struct Mute {
-    state: std::sync::Arc<std::sync::Mutex<MuteState>>,
+/// What the kiosk's voice is doing, sent over an edge to the stage that captures sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaking {
+    /// The first sample goes to the speaker after this instant.
+    Started(std::time::Instant),
+    /// The last sample was handed over at this instant.
+    Ended(std::time::Instant),
 }
 
-#[derive(Debug, Default)]
-struct MuteState {
-    speaking: bool,
+/// The capturing stage's view of the voice: sound captured while the kiosk speaks, and for
+/// [`Mute::TAIL`] after, is replaced by silence, so the kiosk never hears (and answers)
+/// itself. Fed by [`Mute::note`] from the edge the speaking stage writes [`Speaking`] to.
+#[derive(Debug, Clone, Default)]
+pub struct Mute {
+    since: Option<std::time::Instant>,
     ended: Option<std::time::Instant>,
 }
 
@@ -288,18 +293,17 @@ impl Mute {
     /// Room echo and the speaker's own latency outlast the last sample written.
     pub const TAIL: std::time::Duration = std::time::Duration::from_millis(300);
 
-    pub fn set(&self, speaking: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.speaking && !speaking {
-            s.ended = Some(std::time::Instant::now());
+    pub fn note(&mut self, event: Speaking) {
+        match event {
+            Speaking::Started(at) => (self.since, self.ended) = (Some(at), None),
+            Speaking::Ended(at) => self.ended = Some(at),
         }
-        s.speaking = speaking;
     }
 
     /// Whether sound captured at `at` falls while speaking or within the tail after.
     pub fn is_muted(&self, at: std::time::Instant) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.speaking || s.ended.is_some_and(|e| at <= e + Self::TAIL)
+        self.since
+            .is_some_and(|s| at >= s && self.ended.is_none_or(|e| at <= e + Self::TAIL))
     }
 
     /// `chunk` as it should reach the listener: silence of the same length when muted.
@@ -317,29 +321,21 @@ mod tests {
     #[test]
     fn mute_silences_what_is_heard_while_speaking_and_just_after() {
         use std::time::{Duration, Instant};
-        let mute = Mute::default();
+        let mut mute = Mute::default();
         let chunk = |at| crate::Envelope::new(0, at, AudioChunk::new(16_000, vec![0.5; 160]));
-        let before = Instant::now();
-        assert_eq!(mute.gate(chunk(before)).payload.samples[0], 0.5);
-        mute.set(true);
-        let during = Instant::now();
-        assert!(
-            mute.gate(chunk(during))
-                .payload
-                .samples
-                .iter()
-                .all(|&s| s == 0.0)
-        );
-        mute.set(false);
-        assert!(mute.is_muted(Instant::now()));
-        assert!(!mute.is_muted(Instant::now() + Mute::TAIL + Duration::from_millis(50)));
-        assert_eq!(
-            mute.gate(chunk(Instant::now() + Duration::from_secs(1)))
-                .payload
-                .samples
-                .len(),
-            160
-        );
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(mute.gate(chunk(at(0))).payload.samples[0], 0.5);
+        mute.note(Speaking::Started(at(100)));
+        assert!(!mute.is_muted(at(99)), "captured before the voice started");
+        let during = mute.gate(chunk(at(150))).payload;
+        assert!(during.samples.len() == 160 && during.samples.iter().all(|&s| s == 0.0));
+        assert!(mute.is_muted(at(5000)), "still speaking");
+        mute.note(Speaking::Ended(at(1000)));
+        assert!(mute.is_muted(at(1000) + Mute::TAIL));
+        assert!(!mute.is_muted(at(1001) + Mute::TAIL));
+        mute.note(Speaking::Started(at(2000)));
+        assert!(!mute.is_muted(at(1900)) && mute.is_muted(at(2100)));
     }
     use super::*;
 

@@ -34,7 +34,7 @@ pub mod speaker;
 pub mod spec;
 pub mod text;
 
-pub use audio::{AudioChunk, Mute};
+pub use audio::{AudioChunk, Mute, Speaking};
 pub use edge::{EdgeConfig, Input, Output, Policy, Recv, edge};
 pub use frame::{Frame, RawFrame};
 pub use graph::{
