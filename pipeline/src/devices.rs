@@ -23,6 +23,15 @@ pub enum DeviceError {
     },
 }
 
+/// A cpal device's name as listed to the user (microphones and speakers alike).
+#[cfg(feature = "mic")]
+pub(crate) fn device_name(d: &cpal::Device) -> String {
+    use cpal::traits::DeviceTrait;
+    d.description()
+        .map(|d| d.name().to_string())
+        .unwrap_or_else(|_| "unnamed device".into())
+}
+
 fn list(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()

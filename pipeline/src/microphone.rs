@@ -14,7 +14,7 @@ use cpal::{FromSample, SizedSample};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::audio::{AudioChunk, to_mono};
-use crate::devices::DeviceError;
+use crate::devices::{DeviceError, device_name};
 use crate::edge::Closed;
 use crate::graph::{StageContext, StageResult};
 use crate::message::Envelope;
@@ -30,12 +30,6 @@ pub struct Microphone {
     device: cpal::Device,
     config: cpal::SupportedStreamConfig,
     name: String,
-}
-
-fn device_name(d: &cpal::Device) -> String {
-    d.description()
-        .map(|d| d.name().to_string())
-        .unwrap_or_else(|_| "unnamed device".into())
 }
 
 impl Microphone {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 
 use crate::audio::AudioChunk;
-use crate::devices::DeviceError;
+use crate::devices::{DeviceError, device_name};
 
 /// What the device's error callback reports, for the pusher to see.
 type Failure = Arc<Mutex<Option<String>>>;
@@ -20,12 +20,6 @@ pub struct Speaker {
     device: cpal::Device,
     config: cpal::SupportedStreamConfig,
     name: String,
-}
-
-fn device_name(d: &cpal::Device) -> String {
-    d.description()
-        .map(|d| d.name().to_string())
-        .unwrap_or_else(|_| "unnamed device".into())
 }
 
 /// `samples` at `from` Hz, linearly interpolated to `to` Hz.
