@@ -19,6 +19,9 @@ use rayon::prelude::*;
 /// Every signal's rows are a multiple of this many steps long: the widest tile's
 /// columns, so any kernel can write whole tiles (the steps past `len` are scratch).
 const COLS_QUANTUM: usize = 48;
+/// Columns of output per task: a band whose input (channels x (band + taps' span)) stays
+/// in the level-2 cache while every row block is computed over it.
+const COLS_TASK: usize = 8 * COLS_QUANTUM;
 
 /// Floats per task of an element-wise pass (the rows of one signal may be few and long).
 const ELEMENTWISE_CHUNK: usize = 16 * 1024;
@@ -328,18 +331,33 @@ impl Conv1d {
         padded
     }
 
+    /// The output in column bands of [`COLS_TASK`], one task each (or a few, by row
+    /// blocks), every row block of a band in turn: the band's input stays in cache while
+    /// all the rows are made.
     fn compute(&self, padded: &[f32], out: &mut Signal, accumulate: bool) {
         let cols = out.stride;
         let stride = cols + (self.kernel - 1) * self.dilation;
         assert_eq!(padded.len(), self.cin * stride);
+        assert!(out.data.len() >= self.cout * cols);
         let rows = self.isa.rows();
         let block_weights = self.cin * self.kernel * rows;
-        let out_stride = out.stride;
-        let cout = self.cout;
-        for_each_chunk(
-            &mut out.data[..cout * out_stride],
-            rows * out_stride,
-            |block, out_rows| {
+        let blocks = self.cout.div_ceil(rows);
+        let base = OutPtr(out.data.as_mut_ptr());
+        // Short signals (the flow's, at the frame rate) have few bands: their row blocks
+        // are split into groups too, so that every thread has work.
+        let bands = cols.div_ceil(COLS_TASK);
+        let threads = rayon::current_num_threads();
+        let groups = if threads > 1 {
+            (2 * threads).div_ceil(bands).clamp(1, blocks)
+        } else {
+            1
+        };
+        let per_group = blocks.div_ceil(groups);
+        let task = |task: usize| {
+            let (band, group) = (task / groups, task % groups);
+            let from = band * COLS_TASK;
+            let to = (from + COLS_TASK).min(cols);
+            for block in group * per_group..((group + 1) * per_group).min(blocks) {
                 let tile = Tile {
                     x: padded.as_ptr(),
                     x_stride: stride,
@@ -348,19 +366,41 @@ impl Conv1d {
                     dilation: self.dilation,
                     w: self.packed[block * block_weights..].as_ptr(),
                     bias: self.bias[block * rows..].as_ptr(),
-                    out: out_rows.as_mut_ptr(),
-                    out_stride,
-                    rows: (cout - block * rows).min(rows),
-                    cols,
+                    // SAFETY: row block * rows is inside `out` (blocks = ceil(cout / rows)).
+                    out: unsafe { base.get().add(block * rows * cols) },
+                    out_stride: cols,
+                    rows: (self.cout - block * rows).min(rows),
+                    from,
+                    to,
                     accumulate,
                 };
                 // SAFETY: `padded` holds `cin` rows of `cols + span` floats, which covers
                 // every tap of every column below `cols`; the weights and bias hold a
-                // whole tile; `out_rows` holds `rows` (or the last block's fewer) rows of
-                // `out_stride >= cols` floats; and the kernel chosen is one this CPU has.
+                // whole tile; the tile's rows are inside `out`, its columns `from..to`
+                // are this task's alone; and the kernel chosen is one this CPU has.
                 unsafe { tile.run(self.isa) }
-            },
-        );
+            }
+        };
+        let tasks = bands * groups;
+        if threads > 1 && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+    }
+}
+
+/// The output of a convolution, shared by tasks that write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: the tasks holding it write disjoint columns, and the owner waits for them all.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -453,8 +493,9 @@ struct Tile {
     out_stride: usize,
     /// Rows to store (the last block may have fewer than the kernel's tile).
     rows: usize,
-    /// Columns to compute, a multiple of every kernel's tile width.
-    cols: usize,
+    /// Columns to compute, both multiples of every kernel's tile width.
+    from: usize,
+    to: usize,
     accumulate: bool,
 }
 
@@ -481,8 +522,8 @@ impl Tile {
 unsafe fn tile_portable(t: &Tile) {
     const R: usize = 4;
     const C: usize = 16;
-    let mut t0 = 0;
-    while t0 < t.cols {
+    let mut t0 = t.from;
+    while t0 < t.to {
         let mut acc = [[0.0f32; C]; R];
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: the bias holds a whole tile; stored rows are inside `out`.
@@ -537,8 +578,8 @@ mod x86 {
                 const R: usize = $rows;
                 const V: usize = $vecs;
                 const L: usize = $lanes;
-                let mut t0 = 0;
-                while t0 < t.cols {
+                let mut t0 = t.from;
+                while t0 < t.to {
                     let mut acc: [[$vec; V]; R] = [[$zero(); V]; R];
                     for r in 0..R {
                         // SAFETY (all of this block): the pointers cover what

@@ -121,13 +121,25 @@ impl RelativeAttention {
     ///
     /// # Shapes
     /// - x: `[1, C, t]` -> `[1, C, t]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, host: Option<&HostLayer>) -> Tensor<3> {
         let [_, c, t] = x.dims();
         let d = c / HEADS;
         let heads = |y: Tensor<3>| y.reshape([HEADS, d, t]).swap_dims(1, 2); // [H, t, d]
-        let q = heads(self.q.forward(x.clone())) / (d as f64).sqrt();
-        let k = heads(self.k.forward(x.clone()));
-        let v = heads(self.v.forward(x));
+        let (q, k, v) = match host {
+            Some(h) => {
+                let qkv = on_host(&h.qkv, x, conv::Input::Plain);
+                let part = |i: usize| qkv.clone().narrow(1, i * c, c);
+                (part(0), part(1), part(2))
+            }
+            None => (
+                self.q.forward(x.clone()),
+                self.k.forward(x.clone()),
+                self.v.forward(x),
+            ),
+        };
+        let q = heads(q) / (d as f64).sqrt();
+        let k = heads(k);
+        let v = heads(v);
         let offsets = offsets(t, &q.device()); // [t, r, t]
         let r = 2 * WINDOW + 1;
         // Relative logits q_i . E^k_o, [H, t, r], moved onto the key axis through `offsets`.
@@ -149,8 +161,11 @@ impl RelativeAttention {
             .reshape([HEADS * t, r])
             .matmul(self.rel_v.val())
             .reshape([HEADS, t, d]);
-        let y = p.matmul(v) + rel_out; // [H, t, d]
-        self.o.forward(y.swap_dims(1, 2).reshape([1, c, t]))
+        let y = (p.matmul(v) + rel_out).swap_dims(1, 2).reshape([1, c, t]); // [H, t, d]
+        match host {
+            Some(h) => on_host(&h.o, y, conv::Input::Plain),
+            None => self.o.forward(y),
+        }
     }
 }
 
@@ -174,11 +189,20 @@ impl EncoderLayer {
     ///
     /// # Shapes
     /// - x: `[1, C, t]` -> `[1, C, t]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, host: Option<&HostLayer>) -> Tensor<3> {
         let x = self
             .norm1
-            .forward(x.clone() + self.attention.forward(x.clone()));
-        let y = self.ffn.down.forward(relu(self.ffn.up.forward(x.clone())));
+            .forward(x.clone() + self.attention.forward(x.clone(), host));
+        let y = match host {
+            // The ReLU between the two is the second's input activation.
+            Some(h) => {
+                let [_, _, t] = x.dims();
+                let up = h.ffn_up.forward(&to_signal(x.clone()), conv::Input::Plain);
+                let down = h.ffn_down.forward(&up, conv::Input::LeakyRelu(0.0));
+                from_signal(down, &x.device(), t)
+            }
+            None => self.ffn.down.forward(relu(self.ffn.up.forward(x.clone()))),
+        };
         self.norm2.forward(x + y)
     }
 }
@@ -193,17 +217,22 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// `h = Layers(E[ids] * sqrt(C))`, `(m, logs) = split(W h)`.
+    /// `h = Layers(E[ids] * sqrt(C))`, `(m, logs) = split(W h)`. With `host`, the layers'
+    /// convolutions run on [`crate::conv`]'s kernels.
     ///
     /// # Shapes
     /// - ids: `[t]` -> `(h, m, logs)`, each `[1, C, t]`
-    pub fn forward(&self, ids: Tensor<1, Int>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+    pub fn forward(
+        &self,
+        ids: Tensor<1, Int>,
+        host: Option<&[HostLayer]>,
+    ) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
         let [t] = ids.dims();
         let [_, c] = self.embedding.val().dims();
         let x = self.embedding.val().select(0, ids) * (c as f64).sqrt();
         let mut x = x.transpose().reshape([1, c, t]);
-        for layer in &self.layers {
-            x = layer.forward(x);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, host.and_then(|h| h.get(i)));
         }
         let stats = self.proj.forward(x.clone());
         let m = stats.clone().narrow(1, 0, c);
@@ -504,13 +533,23 @@ impl Generator {
 /// modules run.
 #[derive(Debug, Clone)]
 pub struct Host {
+    encoder: Vec<HostLayer>,
     flow: Vec<HostCoupling>,
     generator: HostGenerator,
 }
 
 impl Host {
-    fn new(flow: &[Coupling], generator: &Generator) -> Result<Self, String> {
+    fn new(
+        encoder: &TextEncoder,
+        flow: &[Coupling],
+        generator: &Generator,
+    ) -> Result<Self, String> {
         Ok(Host {
+            encoder: encoder
+                .layers
+                .iter()
+                .map(HostLayer::new)
+                .collect::<Result<_, _>>()?,
             flow: flow
                 .iter()
                 .map(HostCoupling::new)
@@ -518,6 +557,61 @@ impl Host {
             generator: HostGenerator::new(generator)?,
         })
     }
+}
+
+/// An [`EncoderLayer`]'s convolutions on the host (the rest stays in burn: at the phoneme
+/// rate it is small): the three projections of the attention as one.
+#[derive(Debug, Clone)]
+pub struct HostLayer {
+    qkv: conv::Conv1d,
+    o: conv::Conv1d,
+    ffn_up: conv::Conv1d,
+    ffn_down: conv::Conv1d,
+}
+
+impl HostLayer {
+    fn new(l: &EncoderLayer) -> Result<Self, String> {
+        let a = &l.attention;
+        let qkv = Conv1d {
+            weight: Param::from_tensor(Tensor::cat(
+                vec![a.q.weight.val(), a.k.weight.val(), a.v.weight.val()],
+                0,
+            )),
+            bias: match (&a.q.bias, &a.k.bias, &a.v.bias) {
+                (Some(q), Some(k), Some(v)) => Some(Param::from_tensor(Tensor::cat(
+                    vec![q.val(), k.val(), v.val()],
+                    0,
+                ))),
+                _ => return Err("attention projections without biases".into()),
+            },
+            ..a.q.clone()
+        };
+        Ok(HostLayer {
+            qkv: host_conv(&qkv, 1.0)?,
+            o: host_conv(&a.o, 1.0)?,
+            ffn_up: host_conv(&l.ffn.up, 1.0)?,
+            ffn_down: host_conv(&l.ffn.down, 1.0)?,
+        })
+    }
+}
+
+/// `[1, C, t]` to a host signal.
+fn to_signal(x: Tensor<3>) -> conv::Signal {
+    let [_, c, t] = x.dims();
+    conv::Signal::from_rows(c, t, &floats(x))
+}
+
+fn from_signal(s: conv::Signal, device: &Device, t: usize) -> Tensor<3> {
+    let c = s.channels;
+    Tensor::from_data(TensorData::new(s.into_rows(), [1, c, t]), device)
+}
+
+/// A burn tensor through a host convolution and back.
+fn on_host(c: &conv::Conv1d, x: Tensor<3>, act: conv::Input) -> Tensor<3> {
+    let device = x.device();
+    let y = c.forward(&to_signal(x), act);
+    let t = y.len;
+    from_signal(y, &device, t)
 }
 
 /// [`Coupling`] on the host.
@@ -794,7 +888,8 @@ impl Vits {
         let device = self.encoder.embedding.device();
         let t = ids.len();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [t]), &device);
-        let (h, m, logs) = self.encoder.forward(ids);
+        let host = self.host.as_ref().map(|h| &h.encoder[..]);
+        let (h, m, logs) = self.encoder.forward(ids, host);
         let logw = self.durations.forward(h, noise.noise_w);
         let durations: Vec<usize> = logw
             .iter()
@@ -986,7 +1081,7 @@ impl Vits {
             post: f.conv("dec.conv_post")?,
         };
         let host = if *f.device == Device::flex() {
-            Some(Host::new(&flow, &generator)?)
+            Some(Host::new(&encoder, &flow, &generator)?)
         } else {
             None
         };
