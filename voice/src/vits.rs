@@ -651,7 +651,7 @@ impl HostCoupling {
         for (i, (input, res_skip)) in self.input.iter().zip(&self.res_skip).enumerate() {
             let u = input.forward(&x, conv::Input::Plain);
             let mut a = u.narrow(0, c);
-            a.zip_rows(&u, c, |t, g| t.tanh() * (1.0 / (1.0 + (-g).exp())));
+            a.zip_rows(&u, c, conv::gate);
             let rs = res_skip.forward(&a, conv::Input::Plain);
             if i < last {
                 x.add_rows(0, &rs, 0, c, 1.0);
@@ -723,7 +723,7 @@ impl HostGenerator {
             x = sum.unwrap_or(u);
         }
         let mut y = self.post.forward(&x, conv::Input::LeakyRelu(0.01));
-        y.map(f32::tanh);
+        y.map(conv::tanh);
         y.into_rows()
     }
 }
