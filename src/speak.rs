@@ -2,6 +2,7 @@
 //! sentence at a time into a speaker or a WAV file, telling the microphone's stage (over
 //! an edge) when it starts and stops, so that it hears silence meanwhile.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -129,25 +130,30 @@ impl Mouth {
             }
         };
         let mut failed = None;
-        for phonemes in sentences {
-            let ids = self.voice.ids(phonemes);
-            let mut t = Instant::now();
-            self.voice.synthesize_streaming(&ids, self.scales, |piece| {
+        let ids: Vec<Vec<i64>> = sentences.iter().map(|p| self.voice.ids(p)).collect();
+        let mut t = Instant::now();
+        self.voice
+            .synthesize_sentences(&ids, self.scales, |_, piece| {
                 spoken.synthesis += t.elapsed();
                 if spoken.audio_s == 0.0 {
                     spoken.first_audio = started.elapsed();
                 }
                 spoken.audio_s += piece.duration_s();
+                // After a failure the rest of the sentence goes nowhere, and no more is made.
                 if failed.is_none()
                     && let Err(e) = sink.push(&piece)
                 {
                     failed = Some(e);
                 }
                 t = Instant::now();
+                if failed.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             });
-            if let Some(e) = failed {
-                return Err(e);
-            }
+        if let Some(e) = failed {
+            return Err(e);
         }
         sink.finish()
     }

@@ -164,6 +164,21 @@ impl Voice {
         });
     }
 
+    /// Several sentences' ids in turn, `piece(sentence, sound)` for each piece as soon as
+    /// it is made (the next sentence is prepared while one is generated); a `Break` stops
+    /// before the next sentence.
+    pub fn synthesize_sentences(
+        &self,
+        sentences: &[Vec<i64>],
+        scales: Scales,
+        mut piece: impl FnMut(usize, Speech) -> std::ops::ControlFlow<()>,
+    ) {
+        self.model
+            .stream_sentences(sentences, scales, |i, samples| {
+                piece(i, AudioChunk::new(self.sample_rate, samples.to_vec()))
+            });
+    }
+
     /// Every sentence of `text`, spoken in turn.
     pub fn speak(&self, text: &str, scales: Scales) -> Result<Vec<Speech>, VoiceError> {
         Ok(self

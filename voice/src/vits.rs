@@ -26,6 +26,8 @@ use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use encoders::onnx::{OnnxNode, OnnxTensor};
 
+use std::ops::ControlFlow;
+
 use crate::conv;
 
 /// HiFi-GAN's slope inside the generator; the last activation uses torch's default, 0.01.
@@ -820,6 +822,12 @@ fn pieces(
     }
 }
 
+/// A sentence's latent frames `[C, T]`, where the generator will read them.
+enum Latents {
+    Host(conv::Signal),
+    Burn(Box<Tensor<3>>),
+}
+
 /// The frame each output step copies: phoneme `i` held for `durations[i]` frames.
 fn expand(durations: &[usize]) -> Vec<i64> {
     durations
@@ -846,6 +854,49 @@ impl Vits {
     /// [`GENERATOR_CONTEXT`] latent frames of context on both sides, more than the
     /// generator's receptive field, so the pieces join into what one pass would give.
     pub fn stream(&self, ids: &[i64], noise: Noise, piece: impl FnMut(&[f32])) {
+        self.generate(&self.latents(ids, noise), piece);
+    }
+
+    /// [`Vits::stream`] over several sentences in turn, `piece(sentence, samples)`; a
+    /// `Break` from it stops before the next sentence. With more than one thread, each
+    /// sentence's latents (encoder, durations, flow: work that keeps few threads busy) are
+    /// made on a thread of their own while the sentence before is being generated.
+    pub fn stream_sentences(
+        &self,
+        sentences: &[Vec<i64>],
+        noise: Noise,
+        mut piece: impl FnMut(usize, &[f32]) -> ControlFlow<()>,
+    ) {
+        let stop = std::cell::Cell::new(false);
+        let mut piece = |i: usize, p: &[f32]| {
+            if !stop.get() {
+                stop.set(piece(i, p).is_break());
+            }
+        };
+        let ahead = self.host.is_some() && rayon::current_num_threads() > 1;
+        let mut next = sentences.first().map(|ids| self.latents(ids, noise));
+        for i in 0..sentences.len() {
+            let Some(z) = next.take() else { return };
+            if stop.get() {
+                return;
+            }
+            let upcoming = sentences.get(i + 1);
+            if ahead {
+                std::thread::scope(|s| {
+                    let made = upcoming.map(|ids| s.spawn(move || self.latents(ids, noise)));
+                    self.generate(&z, |p| piece(i, p));
+                    next = made.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                });
+            } else {
+                self.generate(&z, |p| piece(i, p));
+                next = upcoming.map(|ids| self.latents(ids, noise));
+            }
+        }
+    }
+
+    /// The prior run backwards through the flow: the generator's input, on the host when
+    /// the device is the CPU.
+    fn latents(&self, ids: &[i64], noise: Noise) -> Latents {
         let prior = self.prior(ids, noise);
         match &self.host {
             Some(host) => {
@@ -855,17 +906,25 @@ impl Vits {
                     z.flip_channels();
                     coupling.reverse(&mut z);
                 }
-                pieces(frames, true, piece, |lo, hi| {
-                    host.generator.forward(&z.narrow_time(lo, hi - lo))
-                });
+                Latents::Host(z)
             }
-            None => {
-                let z = self.flow_reverse(prior);
+            None => Latents::Burn(Box::new(self.flow_reverse(prior))),
+        }
+    }
+
+    /// The samples of a sentence's latents, in pieces.
+    fn generate(&self, z: &Latents, piece: impl FnMut(&[f32])) {
+        match (z, &self.host) {
+            (Latents::Host(z), Some(host)) => pieces(z.len, true, piece, |lo, hi| {
+                host.generator.forward(&z.narrow_time(lo, hi - lo))
+            }),
+            (Latents::Burn(z), _) => {
                 let [_, _, frames] = z.dims();
                 pieces(frames, false, piece, |lo, hi| {
                     floats(self.generator.forward(z.clone().narrow(2, lo, hi - lo)))
                 });
             }
+            (Latents::Host(_), None) => unreachable!("host latents come from the host flow"),
         }
     }
 
