@@ -768,10 +768,13 @@ fn host_conv_transpose(c: &ConvTranspose1d, scale: f32) -> Result<conv::ConvTran
 pub struct Vits {
     pub encoder: TextEncoder,
     pub durations: DurationPredictor,
-    /// The flow's couplings in file order (0, 2, 4, 6); they run backwards.
+    /// The flow's couplings in file order (0, 2, 4, 6); they run backwards. Empty when
+    /// `host` holds them.
     pub flow: Vec<Coupling>,
-    pub generator: Generator,
-    /// The flow and the generator on the host, when the device is the CPU.
+    /// `None` when `host` holds it.
+    pub generator: Option<Generator>,
+    /// The encoder's convolutions, the flow and the generator on the host, when the
+    /// device is the CPU; burn's copies of those weights are then let go.
     #[module(skip)]
     pub host: Option<Host>,
 }
@@ -920,8 +923,11 @@ impl Vits {
             }),
             (Latents::Burn(z), _) => {
                 let [_, _, frames] = z.dims();
+                let Some(generator) = &self.generator else {
+                    unreachable!("burn latents come with burn's generator")
+                };
                 pieces(frames, false, piece, |lo, hi| {
-                    floats(self.generator.forward(z.clone().narrow(2, lo, hi - lo)))
+                    floats(generator.forward(z.clone().narrow(2, lo, hi - lo)))
                 });
             }
             (Latents::Host(_), None) => unreachable!("host latents come from the host flow"),
@@ -1032,7 +1038,7 @@ impl Vits {
         if layers.is_empty() {
             return Err("no text encoder layers (enc_p.encoder.attn_layers.*)".into());
         }
-        let encoder = TextEncoder {
+        let mut encoder = TextEncoder {
             embedding,
             layers,
             proj: f.conv("enc_p.proj")?,
@@ -1139,17 +1145,30 @@ impl Vits {
             resblocks,
             post: f.conv("dec.conv_post")?,
         };
-        let host = if *f.device == Device::flex() {
-            Some(Host::new(&encoder, &flow, &generator)?)
-        } else {
-            None
-        };
+        if *f.device == Device::flex() {
+            let host = Host::new(&encoder, &flow, &generator)?;
+            for layer in &mut encoder.layers {
+                let a = &mut layer.attention;
+                for c in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+                    hollow(c);
+                }
+                hollow(&mut layer.ffn.up);
+                hollow(&mut layer.ffn.down);
+            }
+            return Ok(Vits {
+                encoder,
+                durations,
+                flow: Vec::new(),
+                generator: None,
+                host: Some(host),
+            });
+        }
         Ok(Vits {
             encoder,
             durations,
             flow,
-            generator,
-            host,
+            generator: Some(generator),
+            host: None,
         })
     }
 }
@@ -1298,6 +1317,13 @@ impl Weights<'_> {
         conv.bias = bias;
         Ok(conv)
     }
+}
+
+/// A convolution whose weights live elsewhere (on the host): burn's copy emptied.
+fn hollow(c: &mut Conv1d) {
+    let device = c.weight.device();
+    c.weight = Param::from_tensor(Tensor::zeros([0, 0, 0], &device));
+    c.bias = None;
 }
 
 /// The FFN pads with a separate `Pad` node (VITS's `_same_padding`: `(k-1)/2` left, `k/2`
