@@ -43,10 +43,11 @@ const HEADS: usize = 2;
 /// Latent frames (256 samples, 11.6 ms each) in the first piece a sentence is generated in,
 /// and in each later one.
 pub const FIRST_PIECE: usize = 24;
-pub const PIECE: usize = 160;
-/// Frames of context on each side of a piece. The generator sees about 13 frames either
-/// way (conv_pre 3, the first upsampling's residual blocks 6, the rest about 1 each).
-pub const GENERATOR_CONTEXT: usize = 16;
+pub const PIECE: usize = 200;
+/// Frames of context on each side of a piece. The generator sees 10.7 frames either way:
+/// conv_pre 3, the first upsampling 1, its residual blocks 45 samples at 8 a frame (5.6),
+/// the later stages 1.1 together.
+pub const GENERATOR_CONTEXT: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 #[error("voice model {path}: {reason}")]
