@@ -468,10 +468,18 @@ impl ConvTranspose1d {
         for_each_chunk(&mut out.data, out.stride, |o, row| {
             let b = self.bias[o];
             let sources: Vec<&[f32]> = (0..s).map(|r| phases.row(r * cout + o)).collect();
-            // Output j is phase (j + pad) % s of step (j + pad) / s.
-            for (j, v) in row[..len].iter_mut().enumerate() {
-                let full = j + pad;
-                *v = sources[full % s][full / s] + b;
+            // Output j is phase (j + pad) % s of step (j + pad) / s: whole steps of `s`
+            // outputs after the first partial one.
+            let mut j = 0;
+            let (mut q, mut r) = (pad / s, pad % s);
+            while j < len {
+                let n = (s - r).min(len - j);
+                for (k, v) in row[j..j + n].iter_mut().enumerate() {
+                    *v = sources[r + k][q] + b;
+                }
+                j += n;
+                q += 1;
+                r = 0;
             }
         });
         out
