@@ -864,7 +864,7 @@ impl Vits {
     /// [`Vits::stream`] over several sentences in turn, `piece(sentence, samples)`; a
     /// `Break` from it stops before the next sentence. With more than one thread, each
     /// sentence's latents (encoder, durations, flow: work that keeps few threads busy) are
-    /// made on a thread of their own while the sentence before is being generated.
+    /// made by a task of their own while the sentence before is being generated.
     pub fn stream_sentences(
         &self,
         sentences: &[Vec<i64>],
@@ -886,11 +886,17 @@ impl Vits {
             }
             let upcoming = sentences.get(i + 1);
             if ahead {
-                std::thread::scope(|s| {
-                    let made = upcoming.map(|ids| s.spawn(move || self.latents(ids, noise)));
+                // A task of rayon's pool, not a thread of its own: the pool's threads are
+                // all the cores asked for.
+                let mut made = None;
+                rayon::in_place_scope(|s| {
+                    if let Some(ids) = upcoming {
+                        let made = &mut made;
+                        s.spawn(move |_| *made = Some(self.latents(ids, noise)));
+                    }
                     self.generate(&z, |p| piece(i, p));
-                    next = made.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
                 });
+                next = made;
             } else {
                 self.generate(&z, |p| piece(i, p));
                 next = upcoming.map(|ids| self.latents(ids, noise));
