@@ -193,8 +193,23 @@ pub fn run(args: KioskArgs) -> Result<()> {
     let publishers = Publishers::start(&args.publish, App::Kiosk, title, &graph)?;
     let outlets = publishers.spawn(&mut graph)?;
     let device = percept::device::select(args.model.device, args.model.threads)?;
-    // Whisper first: its load holds model.bin beside the weights it makes, and the peak is
-    // lower before the language model is in memory than after.
+    // The voice first (a missing speaker is said before the other models load), then
+    // Whisper: each load holds its file beside the weights it makes, and the peak is lower
+    // before the other models are in memory than after.
+    //
+    // The microphone's stage hears when the kiosk speaks, and replaces what it captures
+    // meanwhile with silence.
+    let (speaking_tx, speaking_rx) = graph.edge("speaking", EdgeConfig::block(16));
+    let mouth = match (&args.speak, &args.speak_to) {
+        (Some(name), _) => Some(Mouth::speaker(
+            load_voice(&device)?,
+            (!name.is_empty()).then_some(name.as_str()),
+        )?),
+        (None, Some(file)) => Some(Mouth::file(load_voice(&device)?, file)?),
+        (None, None) => None,
+    }
+    .map(|m| m.telling(speaking_tx));
+
     let ears = match args.text {
         Some(_) => None,
         None => Some((
@@ -213,18 +228,6 @@ pub fn run(args: KioskArgs) -> Result<()> {
     )?;
     let answerer = Answerer::new(llm, &knowledge, config)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    // The microphone's stage hears when the kiosk speaks, and replaces what it captures
-    // meanwhile with silence.
-    let (speaking_tx, speaking_rx) = graph.edge("speaking", EdgeConfig::block(16));
-    let mouth = match (&args.speak, &args.speak_to) {
-        (Some(name), _) => Some(Mouth::speaker(
-            load_voice(&device)?,
-            (!name.is_empty()).then_some(name.as_str()),
-        )?),
-        (None, Some(file)) => Some(Mouth::file(load_voice(&device)?, file)?),
-        (None, None) => None,
-    }
-    .map(|m| m.telling(speaking_tx));
 
     // Every model loads before any source starts: a replayed fixture's audio and frames
     // then share one clock, started here.

@@ -542,22 +542,31 @@ pub struct Host {
 }
 
 impl Host {
+    /// Takes the convolutions' weights over from burn's modules, one module at a time,
+    /// each let go (or emptied, for the encoder's) once copied: the weights are never held
+    /// twice over.
     fn new(
-        encoder: &TextEncoder,
-        flow: &[Coupling],
-        generator: &Generator,
+        encoder: &mut TextEncoder,
+        flow: Vec<Coupling>,
+        generator: Generator,
     ) -> Result<Self, String> {
+        let mut layers = Vec::new();
+        for layer in &mut encoder.layers {
+            layers.push(HostLayer::new(layer)?);
+            let a = &mut layer.attention;
+            for c in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+                hollow(c);
+            }
+            hollow(&mut layer.ffn.up);
+            hollow(&mut layer.ffn.down);
+        }
         Ok(Host {
-            encoder: encoder
-                .layers
-                .iter()
-                .map(HostLayer::new)
-                .collect::<Result<_, _>>()?,
+            encoder: layers,
             flow: flow
-                .iter()
-                .map(HostCoupling::new)
+                .into_iter()
+                .map(|c| HostCoupling::new(&c))
                 .collect::<Result<_, _>>()?,
-            generator: HostGenerator::new(generator)?,
+            generator: HostGenerator::new(&generator)?,
         })
     }
 }
@@ -1153,15 +1162,7 @@ impl Vits {
             post: f.conv("dec.conv_post")?,
         };
         if *f.device == Device::flex() {
-            let host = Host::new(&encoder, &flow, &generator)?;
-            for layer in &mut encoder.layers {
-                let a = &mut layer.attention;
-                for c in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
-                    hollow(c);
-                }
-                hollow(&mut layer.ffn.up);
-                hollow(&mut layer.ffn.down);
-            }
+            let host = Host::new(&mut encoder, flow, generator)?;
             return Ok(Vits {
                 encoder,
                 durations,
