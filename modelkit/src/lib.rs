@@ -4,6 +4,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+pub mod fastmath;
+
 /// The additive mask that hides later keys from each of `queries` queries sitting at the
 /// end of `keys` positions: `0` where query `i` (at position `keys - queries + i`) may see
 /// key `j`, `-inf` where `j` is in its future.

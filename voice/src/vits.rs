@@ -22,9 +22,10 @@
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
-use burn::tensor::activation::{gelu, leaky_relu, relu, sigmoid, softmax, tanh};
+use burn::tensor::activation::{leaky_relu, relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use encoders::onnx::{OnnxNode, OnnxTensor};
+use modelkit::fastmath::gelu;
 
 use std::ops::ControlFlow;
 
@@ -529,11 +530,11 @@ impl Generator {
     }
 }
 
-/// The flow and the generator on the CPU: the same weights and the same formulas as
-/// [`Coupling`] and [`Generator`], run by [`crate::conv`]'s direct convolutions instead of
-/// burn's im2col ones (2-3 times faster at these shapes: together they are nine tenths of
-/// the work). Built only for burn's flex device; elsewhere (wgpu, ndarray) the burn
-/// modules run.
+/// The encoder's convolutions, the flow and the generator on the CPU: the same weights and
+/// the same formulas as [`EncoderLayer`], [`Coupling`] and [`Generator`], run by
+/// [`crate::conv`]'s direct convolutions instead of burn's im2col ones (2-3 times faster
+/// at these shapes: together they are nine tenths of the work). Built where
+/// [`modelkit::is_cpu`] (flex, ndarray); on a GPU the burn modules run.
 #[derive(Debug, Clone)]
 pub struct Host {
     encoder: Vec<HostLayer>,
@@ -735,7 +736,7 @@ impl HostGenerator {
             x = sum.unwrap_or(u);
         }
         let mut y = self.post.forward(&x, conv::Input::LeakyRelu(0.01));
-        y.map(conv::tanh);
+        y.map(modelkit::fastmath::tanh);
         y.into_rows()
     }
 }
@@ -1161,7 +1162,7 @@ impl Vits {
             resblocks,
             post: f.conv("dec.conv_post")?,
         };
-        if *f.device == Device::flex() {
+        if modelkit::is_cpu(f.device) {
             let host = Host::new(&mut encoder, flow, generator)?;
             return Ok(Vits {
                 encoder,

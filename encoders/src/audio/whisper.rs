@@ -16,8 +16,9 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv1d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig1d};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use modelkit::fastmath::gelu;
 
 use crate::ct2::{Ct2Error, Ct2Model};
 use crate::half_matvec::HalfMatrix;

@@ -23,9 +23,10 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use memmap2::Mmap;
+use modelkit::fastmath::gelu;
 use safetensors::{Dtype, SafeTensors};
 
 use super::wordpiece::{VocabError, WordPiece};
