@@ -284,10 +284,6 @@ impl Conv1d {
         }
     }
 
-    pub fn out_channels(&self) -> usize {
-        self.cout
-    }
-
     fn out_len(&self, len: usize) -> usize {
         (len + self.pad_left + self.pad_right).saturating_sub((self.kernel - 1) * self.dilation)
     }

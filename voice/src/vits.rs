@@ -744,10 +744,10 @@ impl HostGenerator {
 /// A convolution's weights, times `scale`, in the host kernels' layout.
 fn host_conv(c: &Conv1d, scale: f32) -> Result<conv::Conv1d, String> {
     let PaddingConfig1d::Explicit(left, right) = c.padding else {
-        return Err("a generator convolution without explicit padding".into());
+        return Err("a convolution without explicit padding (the host kernels need it)".into());
     };
     if c.stride != 1 || c.groups != 1 {
-        return Err("a strided or grouped generator convolution".into());
+        return Err("a strided or grouped convolution (the host kernels take neither)".into());
     }
     let shape = c.weight.val().dims();
     let bias = c.bias.as_ref().map(|b| floats(b.val()));
