@@ -160,6 +160,8 @@ pub struct GgufFile {
     pub alignment: u64,
     data_start: usize,
     storage: SharedBytes,
+    /// The memory map behind `storage` when the file was opened from disk (for `release`).
+    map: Option<Arc<memmap2::Mmap>>,
 }
 
 impl fmt::Debug for GgufFile {
@@ -184,7 +186,10 @@ impl GgufFile {
         // SAFETY: the map is read-only; like every mmap reader we rely on nobody
         // truncating the model file while it is open.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Arc::new(map))
+        let map = Arc::new(map);
+        let mut parsed = Self::parse(map.clone())?;
+        parsed.map = Some(map);
+        Ok(parsed)
     }
 
     /// Parses a GGUF file held in memory.
@@ -201,7 +206,27 @@ impl GgufFile {
             alignment: header.alignment,
             data_start: header.data_start,
             storage,
+            map: None,
         })
+    }
+
+    /// Tells the OS that the file's bytes `range` will not be read again (a loader copied
+    /// them into another layout), so the pages of the map that lie wholly inside it leave
+    /// the process's memory. Without it a repacked model would be resident twice. The map
+    /// stays valid: a later read of those bytes fetches them from the file again. A no-op
+    /// for files held in memory.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let Some(map) = &self.map else { return };
+        const PAGE: usize = 4096;
+        let (start, end) = (range.start.next_multiple_of(PAGE), range.end / PAGE * PAGE);
+        if start < end && end <= map.len() {
+            // SAFETY: the map is read-only and shared, so MADV_DONTNEED only drops pages
+            // that the kernel reloads from the file on the next access; no data changes.
+            // A failure only leaves the pages resident.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {

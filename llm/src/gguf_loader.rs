@@ -89,7 +89,12 @@ pub fn load_llama(
     let (d, v) = (config.d_model, config.vocab_size);
     // CPU devices multiply on the project's kernels, others on the device's f32 matmul.
     let cpu = modelkit::is_cpu(device);
-    let embedding = TokenEmbedding::new(matrix(gguf, "token_embd.weight", d, v)?);
+    let mut table = matrix(gguf, "token_embd.weight", d, v)?;
+    if cpu {
+        // Interleaved for the tied LM head; the lookup reads its rows back out.
+        table = interleaved(gguf, table);
+    }
+    let embedding = TokenEmbedding::new(table);
     // No `output.weight`: the LM head is tied to the token embedding.
     let lm_head = match gguf.tensor_info("output.weight") {
         Some(_) => linear(gguf, "output.weight", d, v, device, cpu)?,
@@ -167,8 +172,22 @@ fn linear(
     device: &Device,
     cpu: bool,
 ) -> Result<QuantLinear, LoadError> {
-    let m = matrix(gguf, name, d_in, d_out)?;
+    let mut m = matrix(gguf, name, d_in, d_out)?;
+    if cpu {
+        m = interleaved(gguf, m);
+    }
     Ok(QuantLinearConfig::new(d_in, d_out).from_matrix(m, device, cpu))
+}
+
+/// The CPU kernels read Q4_1 and Q8_0 weights interleaved (`llm::packed`); the file's
+/// pages of the copied matrix are then let go, so the weights are not resident twice.
+fn interleaved(gguf: &GgufFile, m: QuantMatrix) -> QuantMatrix {
+    let range = m.byte_range();
+    let m = m.interleaved();
+    if m.is_interleaved() {
+        gguf.release(range);
+    }
+    m
 }
 
 /// An RMSNorm whose gain is the vector `name` of length `n`.

@@ -14,6 +14,8 @@ pub mod linear;
 #[cfg(feature = "model")]
 pub mod llama;
 #[cfg(feature = "model")]
+pub mod packed;
+#[cfg(feature = "model")]
 pub mod pool;
 pub mod quant;
 #[cfg(feature = "model")]

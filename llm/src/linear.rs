@@ -133,20 +133,44 @@ impl QuantLinear {
     /// - input: `[..., d_input]`
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let Some(matrix) = &self.blocks else {
-            return self.forward_dense(x);
+        match Self::forward_many(&[self], x).pop() {
+            Some(y) => y,
+            None => unreachable!("one layer gives one output"),
+        }
+    }
+
+    /// Several layers applied to the same input (Q, K and V; gate and up), one output
+    /// each. On the CPU kernels the input is quantized once and all the products share
+    /// one round of the thread pool ([`QuantMatrix::matmul_many`]); the outputs equal
+    /// those of separate `forward`s exactly.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - outputs: `[..., d_output]` of each layer
+    pub fn forward_many<const D: usize>(layers: &[&QuantLinear], x: Tensor<D>) -> Vec<Tensor<D>> {
+        let matrices: Option<Vec<&QuantMatrix>> =
+            layers.iter().map(|l| l.blocks.as_ref()).collect();
+        let Some(matrices) = matrices else {
+            return layers.iter().map(|l| l.forward_dense(x.clone())).collect();
         };
         let device = x.device();
-        let mut shape = x.dims();
+        let shape = x.dims();
         let n = shape[..D - 1].iter().product();
         let input = x
             .into_data()
             .try_into_vec::<f32>()
             .expect("the model computes in f32");
-        let mut out = vec![0f32; n * self.d_output];
-        matrix.matmul(&input, n, &mut out);
-        shape[D - 1] = self.d_output;
-        Tensor::from_data(TensorData::new(out, shape), &device)
+        let mut outs: Vec<Vec<f32>> = layers.iter().map(|l| vec![0f32; n * l.d_output]).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        QuantMatrix::matmul_many(&matrices, &input, n, &mut slices);
+        outs.into_iter()
+            .zip(layers)
+            .map(|(out, l)| {
+                let mut shape = shape;
+                shape[D - 1] = l.d_output;
+                Tensor::from_data(TensorData::new(out, shape), &device)
+            })
+            .collect()
     }
 }
 

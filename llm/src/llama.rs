@@ -288,9 +288,13 @@ impl Attention {
         let (nh, nkv) = (self.n_heads, self.n_kv_heads);
         let hd = self.wq.d_output / nh;
         let heads = |y: Tensor<3>, n| y.reshape([b, t, n, hd]);
-        let q = rope.forward(heads(self.wq.forward(x.clone()), nh), start);
-        let k = rope.forward(heads(self.wk.forward(x.clone()), nkv), start);
-        let v = heads(self.wv.forward(x), nkv);
+        let [q, k, v] = three(QuantLinear::forward_many(
+            &[&self.wq, &self.wk, &self.wv],
+            x,
+        ));
+        let q = rope.forward(heads(q, nh), start);
+        let k = rope.forward(heads(k, nkv), start);
+        let v = heads(v, nkv);
         let (k, v) = cache.append(layer, k.swap_dims(1, 2), v.swap_dims(1, 2));
         let total = k.dims()[2];
         let group = |kv: Tensor<4>| {
@@ -325,9 +329,21 @@ impl FeedForward {
     /// - input: `[batch, seq, d_model]`
     /// - output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down
-            .forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        let [gate, up] = two(QuantLinear::forward_many(&[&self.gate, &self.up], x));
+        self.down.forward(silu(gate) * up)
     }
+}
+
+/// The outputs of a `forward_many` over three layers.
+fn three(ys: Vec<Tensor<3>>) -> [Tensor<3>; 3] {
+    ys.try_into()
+        .unwrap_or_else(|_| unreachable!("three layers give three outputs"))
+}
+
+/// The outputs of a `forward_many` over two layers.
+fn two(ys: Vec<Tensor<3>>) -> [Tensor<3>; 2] {
+    ys.try_into()
+        .unwrap_or_else(|_| unreachable!("two layers give two outputs"))
 }
 
 /// One pre-norm decoder block.

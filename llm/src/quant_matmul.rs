@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use half::f16;
 
 use crate::gguf::SharedBytes;
+use crate::packed;
 use crate::pool::Pool;
 use crate::quant::{GgmlType, dequantize, dequantize_split};
 
@@ -35,15 +36,20 @@ pub struct QuantMatrix {
     blocks: SharedBytes,
     /// Byte offset of row 0 in `blocks` (a matrix may be a view into a shared buffer).
     start: usize,
+    /// Whether `blocks` holds the rows interleaved in sixteens ([`packed`]) rather than
+    /// GGUF's row-major layout.
+    interleaved: bool,
 }
 
 /// Activations quantized to 8-bit blocks: per block a scale, the integers, and
-/// `scale * Σ integers` (the Q8_1 term that Q4_1's offset needs).
+/// `scale * Σ integers` (the Q8_1 term that Q4_1's offset needs), and `Σ integers` itself
+/// (what the interleaved Q8_0 kernels take back off, [`packed`]).
 #[derive(Debug, Default, Clone)]
 pub struct Q8Activations {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    pub qsum: Vec<i32>,
 }
 
 /// Four activation rows for the four-row kernels, with each block's four scales and four
@@ -103,7 +109,33 @@ impl QuantMatrix {
             cols,
             blocks,
             start,
+            interleaved: false,
         }
+    }
+
+    /// The matrix repacked for the CPU kernels where that layout exists for it (Q4_1 and
+    /// Q8_0, rows a multiple of 16: every weight of the bundled model); otherwise
+    /// itself. The copy no longer refers to the buffer it came from.
+    pub fn interleaved(self) -> QuantMatrix {
+        if !packed::fits(self.kind, self.rows, self.cols) || self.interleaved {
+            return self;
+        }
+        let blocks = packed::pack(self.kind, self.bytes(), self.rows, self.cols / QK);
+        QuantMatrix {
+            blocks: std::sync::Arc::new(blocks),
+            start: 0,
+            interleaved: true,
+            ..self
+        }
+    }
+
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved
+    }
+
+    /// Where the matrix's bytes lie in its buffer.
+    pub fn byte_range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.kind.bytes_for(self.rows * self.cols)
     }
 
     pub fn rows(&self) -> usize {
@@ -127,15 +159,26 @@ impl QuantMatrix {
             [self.start..self.start + self.kind.bytes_for(self.rows * self.cols)]
     }
 
-    fn row(&self, r: usize) -> &[u8] {
+    fn row(&self, r: usize) -> std::borrow::Cow<'_, [u8]> {
+        if self.interleaved {
+            return packed::row(self.kind, self.bytes(), r, self.cols / QK).into();
+        }
         let rb = self.row_bytes();
-        &self.bytes()[r * rb..(r + 1) * rb]
+        self.bytes()[r * rb..(r + 1) * rb].into()
+    }
+
+    /// The blocks in GGUF's row-major layout.
+    fn gguf_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.interleaved {
+            return packed::unpack(self.kind, self.bytes(), self.rows, self.cols / QK).into();
+        }
+        self.bytes().into()
     }
 
     /// The whole matrix in f32, row-major (for devices that multiply in f32).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
-        dequantize(self.kind, self.bytes(), &mut out);
+        dequantize(self.kind, &self.gguf_bytes(), &mut out);
         out
     }
 
@@ -148,7 +191,7 @@ impl QuantMatrix {
         }
         let mut out = vec![0f32; self.rows * self.cols];
         let mut minimums = vec![0f32; self.rows * self.cols / QK];
-        dequantize_split(self.kind, self.bytes(), &mut out, &mut minimums);
+        dequantize_split(self.kind, &self.gguf_bytes(), &mut out, &mut minimums);
         (out, Some(minimums))
     }
 
@@ -159,7 +202,7 @@ impl QuantMatrix {
     pub fn dequantize_rows(&self, ids: &[u32]) -> Vec<f32> {
         let mut out = vec![0f32; ids.len() * self.cols];
         for (&id, o) in ids.iter().zip(out.chunks_exact_mut(self.cols)) {
-            dequantize(self.kind, self.row(id as usize), o);
+            dequantize(self.kind, &self.row(id as usize), o);
         }
         out
     }
@@ -167,10 +210,98 @@ impl QuantMatrix {
     /// `out[t][r] = Σ_c W[r][c] x[t][c]` for the `n` rows of `x` (`[n, cols]` row-major);
     /// `out` is `[n, rows]`. Rows of `W` are split across the matmul [`Pool`].
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        assert_eq!(x.len(), n * self.cols, "matmul: input is not [n, cols]");
-        assert_eq!(out.len(), n * self.rows, "matmul: output is not [n, rows]");
+        Self::matmul_many(&[self], x, n, &mut [out]);
+    }
+
+    /// [`Self::matmul`] for several matrices with the same columns and the same input (Q,
+    /// K and V; gate and up): the input quantized once and every product in one round of
+    /// the pool, instead of one quantization and one round (with its wait for the other
+    /// threads) per matrix. Each output is exactly what `matmul` gives for its matrix.
+    ///
+    /// # Panics
+    /// If the matrices' columns or activation formats differ, or a slice's length is not
+    /// `[n, cols]` / `[n, rows]`.
+    pub fn matmul_many(mats: &[&QuantMatrix], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
+        let Some(first) = mats.first() else { return };
+        assert_eq!(mats.len(), outs.len(), "matmul: one output per matrix");
+        let (cols, kind) = (first.cols, first.kind);
+        assert_eq!(x.len(), n * cols, "matmul: input is not [n, cols]");
+        for (m, out) in mats.iter().zip(outs.iter()) {
+            assert_eq!(m.cols, cols, "matmul_many: matrices of different widths");
+            // Every block kind multiplies the same 8-bit activations; float kinds raw ones.
+            assert_eq!(
+                m.kind.block_size(),
+                kind.block_size(),
+                "matmul_many: mixed kinds"
+            );
+            assert_eq!(out.len(), n * m.rows, "matmul: output is not [n, rows]");
+        }
         let pool = Pool::global();
-        let acts = quantize_rows(x, self.cols, self.kind, pool);
+        let acts = quantize_rows(x, cols, kind, pool);
+        // Each part takes a range of every matrix's weight rows and runs every input row
+        // against it, so a weight row is read from memory once per call, whatever `n` is.
+        // Ranges in whole bands of 16 rows: a part never shares a cache line of output,
+        // and an interleaved part holds whole groups.
+        const BAND: usize = packed::GROUP;
+        let per_part = |m: &QuantMatrix| m.rows.div_ceil(pool.parts()).next_multiple_of(BAND);
+        let run = |m: &QuantMatrix, first: usize, rows_out: &mut [f32]| {
+            if m.interleaved {
+                m.run_groups(&acts, first, rows_out)
+            } else {
+                m.run_rows(&acts, first, rows_out)
+            }
+        };
+        // Part p of every matrix, on pool thread p.
+        let run_parts = |outs: Vec<&mut [f32]>| {
+            let parts: Vec<Vec<Mutex<&mut [f32]>>> = mats
+                .iter()
+                .zip(outs)
+                .map(|(m, o)| o.chunks_mut(per_part(m) * n).map(Mutex::new).collect())
+                .collect();
+            pool.run(&|p| {
+                for (m, parts) in mats.iter().zip(&parts) {
+                    if let Some(part) = parts.get(p) {
+                        run(
+                            m,
+                            p * per_part(m),
+                            &mut part.lock().unwrap_or_else(|e| e.into_inner()),
+                        );
+                    }
+                }
+            });
+        };
+        if n == 1 {
+            run_parts(outs.iter_mut().map(|o| &mut **o).collect());
+            return;
+        }
+        let mut by_row: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows * n]).collect();
+        run_parts(by_row.iter_mut().map(|o| o.as_mut_slice()).collect());
+        // `[rows, n]` into `[n, rows]`, each part taking a range of output rows.
+        let per_t = n.div_ceil(pool.parts());
+        for ((m, out), by_row) in mats.iter().zip(outs.iter_mut()).zip(&by_row) {
+            let rows = m.rows;
+            let parts: Vec<Mutex<&mut [f32]>> =
+                out.chunks_mut(per_t * rows).map(Mutex::new).collect();
+            pool.run(&|p| {
+                if let Some(part) = parts.get(p) {
+                    let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+                    for (i, o) in part.chunks_exact_mut(rows).enumerate() {
+                        let t = p * per_t + i;
+                        for (r, v) in o.iter_mut().enumerate() {
+                            *v = by_row[r * n + t];
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl QuantMatrix {
+    /// Weight rows `first..` (as many as `rows_out` holds, `n` outputs each, `[rows, n]`)
+    /// against every activation row, GGUF's layout: a row at a time.
+    fn run_rows(&self, acts: &[Q8Activations], first: usize, rows_out: &mut [f32]) {
+        let n = acts.len();
         let kernel = select_kernel(self.kind);
         let kernel4 = select_kernel4(self.kind);
         let quads: Vec<Quad> = match kernel4 {
@@ -180,69 +311,53 @@ impl QuantMatrix {
                 .collect(),
             None => Vec::new(),
         };
-        // Each part takes a range of weight rows and runs every input row against it, so a
-        // weight row is read from memory once per call, whatever `n` is.
-        // Ranges in whole bands of 16 rows: a part never shares a cache line of output.
-        const BAND: usize = 16;
-        let per_part = self.rows.div_ceil(pool.parts()).next_multiple_of(BAND);
-        let (bytes, rb) = (self.bytes(), self.row_bytes());
-        let run_rows = |first: usize, rows_out: &mut [f32]| {
-            // The part's weight rows sliced once: a decode row is only 18 blocks, and
-            // finding each row through the mapped file again was 3% of a decode step.
-            let band = &bytes[first * rb..][..rows_out.len() / n * rb];
-            for (w, row_out) in band.chunks_exact(rb).zip(rows_out.chunks_exact_mut(n)) {
-                let mut done = 0;
-                if let Some(k4) = kernel4 {
-                    for (o, quad) in row_out.chunks_exact_mut(4).zip(&quads) {
-                        o.copy_from_slice(&k4(w, quad));
-                        done += 4;
-                    }
-                }
-                for (o, a) in row_out[done..].iter_mut().zip(&acts[done..]) {
-                    *o = kernel(w, a);
+        let rb = self.row_bytes();
+        // The part's weight rows sliced once: a decode row is only 18 blocks, and finding
+        // each row through the mapped file again was 3% of a decode step.
+        let band = &self.bytes()[first * rb..][..rows_out.len() / n * rb];
+        for (w, row_out) in band.chunks_exact(rb).zip(rows_out.chunks_exact_mut(n)) {
+            let mut done = 0;
+            if let Some(k4) = kernel4 {
+                for (o, quad) in row_out.chunks_exact_mut(4).zip(&quads) {
+                    o.copy_from_slice(&k4(w, quad));
+                    done += 4;
                 }
             }
-        };
-        if n == 1 {
-            let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_part).map(Mutex::new).collect();
-            pool.run(&|p| {
-                if let Some(part) = parts.get(p) {
-                    run_rows(
-                        p * per_part,
-                        &mut part.lock().unwrap_or_else(|e| e.into_inner()),
-                    );
-                }
-            });
-            return;
+            for (o, a) in row_out[done..].iter_mut().zip(&acts[done..]) {
+                *o = kernel(w, a);
+            }
         }
-        let mut by_row = vec![0f32; self.rows * n];
+    }
+
+    /// As [`Self::run_rows`] for the interleaved layout: a group of 16 rows at a time,
+    /// against four activation rows per call while four remain (the group's weights,
+    /// at most 15 KB here, stay in L1 across the calls).
+    fn run_groups(&self, acts: &[Q8Activations], first: usize, rows_out: &mut [f32]) {
+        let n = acts.len();
+        let packed::Kernels { x1: k1, x4: k4 } = packed::kernels(self.kind);
+        let group_bytes = packed::GROUP * self.row_bytes();
+        let groups =
+            &self.bytes()[first * self.row_bytes()..][..rows_out.len() / n * self.row_bytes()];
+        for (w, out) in groups
+            .chunks_exact(group_bytes)
+            .zip(rows_out.chunks_exact_mut(packed::GROUP * n))
         {
-            let parts: Vec<Mutex<&mut [f32]>> =
-                by_row.chunks_mut(per_part * n).map(Mutex::new).collect();
-            pool.run(&|p| {
-                if let Some(part) = parts.get(p) {
-                    run_rows(
-                        p * per_part,
-                        &mut part.lock().unwrap_or_else(|e| e.into_inner()),
-                    );
-                }
-            });
-        }
-        // `[rows, n]` into `[n, rows]`, each part taking a range of output rows.
-        let per_t = n.div_ceil(pool.parts());
-        let outs: Vec<Mutex<&mut [f32]>> =
-            out.chunks_mut(per_t * self.rows).map(Mutex::new).collect();
-        pool.run(&|p| {
-            if let Some(part) = outs.get(p) {
-                let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-                for (i, o) in part.chunks_exact_mut(self.rows).enumerate() {
-                    let t = p * per_t + i;
-                    for (r, v) in o.iter_mut().enumerate() {
-                        *v = by_row[r * n + t];
+            let mut t = 0;
+            while t + 4 <= n {
+                let four = k4(w, [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]]);
+                for (i, rows) in four.iter().enumerate() {
+                    for (r, v) in rows.iter().enumerate() {
+                        out[r * n + t + i] = *v;
                     }
                 }
+                t += 4;
             }
-        });
+            for (i, a) in acts.iter().enumerate().skip(t) {
+                for (r, v) in k1(w, a).iter().enumerate() {
+                    out[r * n + i] = *v;
+                }
+            }
+        }
     }
 }
 
@@ -279,6 +394,7 @@ fn quantize_q8_portable(x: &[f32], kind: GgmlType) -> Q8Activations {
         q: vec![0; x.len()],
         d: vec![0.0; nb],
         s: vec![0.0; nb],
+        qsum: vec![0; nb],
     };
     for (b, (xs, qs)) in x.chunks_exact(QK).zip(a.q.chunks_exact_mut(QK)).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -292,6 +408,7 @@ fn quantize_q8_portable(x: &[f32], kind: GgmlType) -> Q8Activations {
         }
         a.d[b] = f16::from_f32(d).to_f32();
         a.s[b] = f16::from_f32(d * sum as f32).to_f32();
+        a.qsum[b] = sum;
     }
     a
 }
@@ -326,12 +443,20 @@ fn select_kernel(kind: GgmlType) -> Kernel {
 /// AVX-VNNI with everything the AVX2 kernels need; `PERCEPT_NO_VNNI=1` turns it off (to
 /// compare the two paths).
 #[cfg(target_arch = "x86_64")]
-fn vnni_detected() -> bool {
+pub(crate) fn vnni_detected() -> bool {
     std::arch::is_x86_feature_detected!("avxvnni")
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
         && std::env::var_os("PERCEPT_NO_VNNI").is_none()
+}
+
+/// AVX2 with FMA and F16C, which every x86 kernel here needs.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_detected() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 type Kernel4 = fn(&[u8], &Quad) -> [f32; 4];
@@ -845,14 +970,33 @@ mod tests {
     fn kernels_match_f32_within_activation_rounding() {
         let mut seed = 42;
         for kind in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-            for (rows, cols, n) in [(1, 32, 1), (7, 96, 1), (33, 160, 3), (17, 576, 5)] {
+            let shapes = [
+                (1, 32, 1),
+                (7, 96, 1),
+                (33, 160, 3),
+                (17, 576, 5),
+                (32, 576, 6),
+                (48, 160, 9),
+            ];
+            for ((rows, cols, n), interleave) in
+                shapes.into_iter().flat_map(|s| [(s, false), (s, true)])
+            {
                 let blocks: SharedBytes =
                     std::sync::Arc::new(random_blocks(kind, rows, cols, &mut seed));
-                let m = QuantMatrix::new(kind, rows, cols, blocks, 0);
+                let mut m = QuantMatrix::new(kind, rows, cols, blocks, 0);
+                if interleave {
+                    m = m.interleaved();
+                    let expected = kind != GgmlType::Q4_0 && rows % 16 == 0;
+                    assert_eq!(m.is_interleaved(), expected, "{kind:?} {rows}x{cols}");
+                }
                 let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 3.0).collect();
                 let mut got = vec![0f32; n * rows];
                 m.matmul(&x, n, &mut got);
                 let w = m.dequantize();
+                assert_eq!(
+                    m.dequantize_rows(&[rows as u32 - 1]),
+                    w[(rows - 1) * cols..]
+                );
                 for t in 0..n {
                     let xr = &x[t * cols..(t + 1) * cols];
                     let xmax = xr.iter().fold(0f32, |a, v| a.max(v.abs()));
