@@ -52,6 +52,11 @@ percept=$target/release/percept
 model=$("$percept" models list --json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["path"])')
 [ -f "$model" ] || { echo "model missing: run percept models pull" >&2; exit 1; }
 
+# The machine and the instruction sets each side can use.
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
+echo "instruction sets: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -x -E 'avx2|fma|f16c|avx512f|avx512bw|avx512_vnni|avx_vnni|avx512_bf16|amx_int8' | tr '\n' ' ')"
+echo "percept's kernels: $("$percept" bench llm -p 1 -n 1 -r 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.read()).get("kernels", "?"))')"
+
 out=$(mktemp)
 for t in "${threads[@]}"; do
   for r in $(seq "$rounds"); do
@@ -84,11 +89,15 @@ rows = [l.split() for l in open(sys.argv[1])]
 res = {}
 for who, t, test, v in rows:
     res.setdefault((int(t), test), {}).setdefault(who, []).append(float(v))
-print(f"{'threads':>7} {'test':>5} {'llama.cpp tok/s':>16} {'percept tok/s':>14} {'ratio':>6}")
+# Medians of the rounds, with their range: one slow round does not move the figure.
+print(f"{len(rows) // max(len(res), 1) // 2} rounds each; tok/s, median (min-max)")
+print(f"{'threads':>7} {'test':>5} {'llama.cpp':>22} {'percept':>22} {'ratio':>6}")
+def cell(v):
+    return f"{st.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"
 for (t, test), d in sorted(res.items()):
-    l, p = st.mean(d['llama.cpp']), st.mean(d['percept'])
+    l, p = st.median(d['llama.cpp']), st.median(d['percept'])
     name = 'pp64' if test == 'pp' else 'tg64'
-    print(f"{t:>7} {name:>5} {l:>16.1f} {p:>14.1f} {p / l:>6.2f}")
+    print(f"{t:>7} {name:>5} {cell(d['llama.cpp']):>22} {cell(d['percept']):>22} {p / l:>6.2f}")
 PY
 rm -f "$out"
 

@@ -161,6 +161,8 @@ fn llm(args: LlmBenchArgs) -> Result<()> {
             "prompt_tokens": args.prompt, "prompt_tok_s": pp_mean, "prompt_tok_s_sd": pp_sd,
             "gen_tokens": args.generate, "gen_tok_s": tg_mean, "gen_tok_s_sd": tg_sd,
             "reps": args.reps,
+            // The weight kernels' instruction set (CPU devices).
+            "kernels": llm::packed::path(),
         });
         println!("{v}");
     } else {

@@ -134,6 +134,7 @@ pub fn load_llama(
         rope: RotaryConfig::new(hd, config.context_length)
             .with_base(config.rope_base)
             .init(device),
+        host: Default::default(),
     };
     progress(total, total);
     Ok(model)

@@ -10,6 +10,8 @@ pub mod gguf;
 pub mod gguf_loader;
 pub mod grammar;
 #[cfg(feature = "model")]
+pub mod host;
+#[cfg(feature = "model")]
 pub mod linear;
 #[cfg(feature = "model")]
 pub mod llama;

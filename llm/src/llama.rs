@@ -11,7 +11,7 @@
 //! logits = Whead · RMSNorm(h)
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use burn::config::Config;
 use burn::module::Module;
@@ -19,6 +19,7 @@ use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::host::{self, HostKv, HostWeights, Output};
 use crate::linear::{QuantLinear, QuantLinearConfig};
 use crate::quant::GgmlType;
 use crate::quant_matmul::QuantMatrix;
@@ -58,6 +59,7 @@ impl LlamaConfig {
             rope: RotaryConfig::new(self.head_dim(), self.context_length)
                 .with_base(self.rope_base)
                 .init(device),
+            host: OnceLock::new(),
         }
     }
 
@@ -179,6 +181,11 @@ impl Rotary {
         self.cos.dims()[0]
     }
 
+    /// The `cos` and `sin` tables, `[max_positions, head_dim / 2]`.
+    pub fn tables(&self) -> (Tensor<2>, Tensor<2>) {
+        (self.cos.clone(), self.sin.clone())
+    }
+
     /// `[x0, x1] -> [x0 cos - x1 sin, x0 sin + x1 cos]` per pair, at positions
     /// `start..start + seq`.
     ///
@@ -211,6 +218,8 @@ impl Rotary {
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// The CPU path's cache ([`host`]), instead of `layers`.
+    host: Vec<HostKv>,
     len: usize,
 }
 
@@ -239,6 +248,9 @@ impl KvCache {
                 .take()
                 .filter(|_| len > 0)
                 .map(|(k, v)| (k.narrow(2, 0, len), v.narrow(2, 0, len)));
+        }
+        for layer in &mut self.host {
+            layer.truncate(len, self.len);
         }
         self.len = len;
     }
@@ -385,6 +397,9 @@ pub struct Llama {
     pub norm: RmsNorm,
     pub lm_head: QuantLinear,
     pub rope: Rotary,
+    /// The CPU path's vectors ([`host`]), made on first use; `None` on other devices.
+    #[module(skip)]
+    pub host: OnceLock<Option<Arc<HostWeights>>>,
 }
 
 impl Llama {
@@ -407,6 +422,9 @@ impl Llama {
     /// - input: `[1, seq, d_model]`
     /// - output: `[1, vocab_size]`
     pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        if let Some(y) = self.on_host(&x, cache, Output::LastLogits) {
+            return y;
+        }
         let [b, t, d] = x.dims();
         let h = self.hidden(x, cache);
         let last = h.narrow(1, t - 1, 1).reshape([b, d]);
@@ -419,6 +437,9 @@ impl Llama {
     /// - input: `[1, seq, d_model]`
     /// - output: `[seq, vocab_size]`
     pub fn forward_all(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        if let Some(y) = self.on_host(&x, cache, Output::AllLogits) {
+            return y;
+        }
         let [_, t, d] = x.dims();
         let h = self.hidden(x, cache).reshape([t, d]);
         self.lm_head.forward(self.norm.forward(h))
@@ -432,9 +453,39 @@ impl Llama {
     /// - input: `[1, seq, d_model]`
     /// - output: `[1, d_model]`
     pub fn forward_hidden(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        if let Some(y) = self.on_host(&x, cache, Output::LastHidden) {
+            return y;
+        }
         let [b, t, d] = x.dims();
         let h = self.hidden(x, cache);
         self.norm.forward(h.narrow(1, t - 1, 1).reshape([b, d]))
+    }
+
+    /// The whole pass on the CPU path ([`host`]) where the model has it (CPU devices, one
+    /// sequence, a cache it has filled): `output`'s rows as a `[rows, width]` tensor.
+    fn on_host(&self, x: &Tensor<3>, cache: &mut KvCache, output: Output) -> Option<Tensor<2>> {
+        let weights = self
+            .host
+            .get_or_init(|| HostWeights::of(self).map(Arc::new))
+            .as_ref()?;
+        let [b, t, _] = x.dims();
+        if b != 1 || cache.layers.iter().any(Option::is_some) {
+            return None;
+        }
+        let device = x.device();
+        let input = x
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the model computes in f32");
+        let y = host::forward(self, weights, input, cache.len, &mut cache.host, output);
+        cache.len += t;
+        let rows = if output == Output::AllLogits { t } else { 1 };
+        let width = y.len() / rows;
+        Some(Tensor::from_data(
+            TensorData::new(y, [rows, width]),
+            &device,
+        ))
     }
 
     /// The decoder blocks over new positions, extending `cache`.

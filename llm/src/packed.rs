@@ -176,27 +176,37 @@ pub struct Kernels {
 /// # Panics
 /// If `kind` does not [`fits`].
 pub fn kernels(kind: GgmlType) -> Kernels {
-    static CHOSEN: OnceLock<[Kernels; 2]> = OnceLock::new();
-    let both = CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if avx512_detected() && std::env::var_os("PERCEPT_NO_AVX512").is_none() {
-                return avx512::KERNELS;
-            }
-            if crate::quant_matmul::vnni_detected() {
-                return vnni::KERNELS;
-            }
-            if crate::quant_matmul::avx2_detected() {
-                return avx2::KERNELS;
-            }
-        }
-        portable::KERNELS
-    });
+    let both = chosen().1;
     match kind {
         GgmlType::Q4_1 => both[0],
         GgmlType::Q8_0 => both[1],
         _ => panic!("packed::kernels: a kind without an interleaved layout"),
     }
+}
+
+/// The instruction set of the kernels [`kernels`] gives on this CPU: `avx512-vnni`,
+/// `avx-vnni`, `avx2` or `portable` (for benchmarks' reports).
+pub fn path() -> &'static str {
+    chosen().0
+}
+
+fn chosen() -> (&'static str, [Kernels; 2]) {
+    static CHOSEN: OnceLock<(&'static str, [Kernels; 2])> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512_detected() && std::env::var_os("PERCEPT_NO_AVX512").is_none() {
+                return ("avx512-vnni", avx512::KERNELS);
+            }
+            if crate::quant_matmul::vnni_detected() {
+                return ("avx-vnni", vnni::KERNELS);
+            }
+            if crate::quant_matmul::avx2_detected() {
+                return ("avx2", avx2::KERNELS);
+            }
+        }
+        ("portable", portable::KERNELS)
+    })
 }
 
 /// AVX-512 with VNNI and BW (and what the 256-bit kernels need), unless

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// between the products of one decode step, short enough not to burn a core when the
 /// model is idle.
 const SPIN: Duration = Duration::from_millis(2);
+/// How long of that it spins without yielding: the gaps inside a decode step (a norm, the
+/// next quantization) are microseconds, and a `sched_yield` each time was 2% of a step.
+const SPIN_HOT: Duration = Duration::from_micros(200);
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -89,6 +92,43 @@ impl Pool {
         self.shared.parts
     }
 
+    /// Runs `f` on every item of `items`, each exactly once, on all the pool's threads:
+    /// each thread takes the next `claim` items from a shared counter until none are
+    /// left, so a thread that starts late, or is slowed, takes fewer.
+    pub fn for_each_claimed<T: Send>(
+        &self,
+        items: &mut [T],
+        claim: usize,
+        f: impl Fn(&mut T) + Sync,
+    ) {
+        /// The items, lent to every thread of the job.
+        struct Items<T>(*mut T, usize);
+        // SAFETY: each index is handed out once (below), so the threads never share an item.
+        unsafe impl<T: Send> Sync for Items<T> {}
+        impl<T> Items<T> {
+            /// Item `i`'s address (a method, so that closures capture the whole `Items`).
+            fn at(&self, i: usize) -> *mut T {
+                self.0.wrapping_add(i)
+            }
+        }
+        let items = Items(items.as_mut_ptr(), items.len());
+        let (len, claim) = (items.1, claim.max(1));
+        let next = AtomicUsize::new(0);
+        self.run(&|_| {
+            loop {
+                let first = next.fetch_add(claim, Ordering::Relaxed);
+                if first >= len {
+                    break;
+                }
+                for i in first..(first + claim).min(len) {
+                    // SAFETY: `fetch_add` gives every index to one thread only, and the
+                    // slice outlives `run`, which returns once every thread is done.
+                    f(unsafe { &mut *items.at(i) });
+                }
+            }
+        });
+    }
+
     /// Runs `job(part)` for every part, the caller doing part 0; returns when all are done.
     /// A panic in any part is resumed here, after every part has finished.
     pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
@@ -135,7 +175,8 @@ fn worker(s: &Shared, part: usize) {
                 break e;
             }
             spins += 1;
-            if spins < 1 << 10 {
+            // The clock read every 256 spins only.
+            if !spins.is_multiple_of(256) || started.elapsed() < SPIN_HOT {
                 std::hint::spin_loop();
             } else if started.elapsed() < SPIN {
                 std::thread::yield_now();

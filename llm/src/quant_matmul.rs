@@ -238,35 +238,29 @@ impl QuantMatrix {
         }
         let pool = Pool::global();
         let acts = quantize_rows(x, cols, kind, pool);
-        // Each part takes a range of every matrix's weight rows and runs every input row
-        // against it, so a weight row is read from memory once per call, whatever `n` is.
-        // Ranges in whole bands of 16 rows: a part never shares a cache line of output,
-        // and an interleaved part holds whole groups.
+        // The threads claim runs of weight rows, of every matrix in turn, from a shared
+        // counter, and run every input row against them: a weight row is read from memory
+        // once per call, whatever `n` is, and a thread that starts late (or is slowed by
+        // the other work of its core) takes fewer rows instead of keeping the others
+        // waiting. Rows come in whole bands of 16 (a band never shares a cache line of
+        // output, and an interleaved band is one group), four bands a claim.
         const BAND: usize = packed::GROUP;
-        let per_part = |m: &QuantMatrix| m.rows.div_ceil(pool.parts()).next_multiple_of(BAND);
-        let run = |m: &QuantMatrix, first: usize, rows_out: &mut [f32]| {
-            if m.interleaved {
-                m.run_groups(&acts, first, rows_out)
-            } else {
-                m.run_rows(&acts, first, rows_out)
-            }
-        };
-        // Part p of every matrix, on pool thread p.
+        const CLAIM: usize = 4;
         let run_parts = |outs: Vec<&mut [f32]>| {
-            let parts: Vec<Vec<Mutex<&mut [f32]>>> = mats
+            let mut bands: Vec<(&QuantMatrix, usize, &mut [f32])> = mats
                 .iter()
                 .zip(outs)
-                .map(|(m, o)| o.chunks_mut(per_part(m) * n).map(Mutex::new).collect())
+                .flat_map(|(m, o)| {
+                    o.chunks_mut(BAND * n)
+                        .enumerate()
+                        .map(move |(b, o)| (*m, b * BAND, o))
+                })
                 .collect();
-            pool.run(&|p| {
-                for (m, parts) in mats.iter().zip(&parts) {
-                    if let Some(part) = parts.get(p) {
-                        run(
-                            m,
-                            p * per_part(m),
-                            &mut part.lock().unwrap_or_else(|e| e.into_inner()),
-                        );
-                    }
+            pool.for_each_claimed(&mut bands, CLAIM, |(m, row, out)| {
+                if m.interleaved {
+                    m.run_groups(&acts, *row, out)
+                } else {
+                    m.run_rows(&acts, *row, out)
                 }
             });
         };
@@ -276,24 +270,27 @@ impl QuantMatrix {
         }
         let mut by_row: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows * n]).collect();
         run_parts(by_row.iter_mut().map(|o| o.as_mut_slice()).collect());
-        // `[rows, n]` into `[n, rows]`, each part taking a range of output rows.
+        // `[rows, n]` into `[n, rows]`, each part taking a range of output rows of every
+        // matrix, in one round of the pool.
         let per_t = n.div_ceil(pool.parts());
-        for ((m, out), by_row) in mats.iter().zip(outs.iter_mut()).zip(&by_row) {
-            let rows = m.rows;
-            let parts: Vec<Mutex<&mut [f32]>> =
-                out.chunks_mut(per_t * rows).map(Mutex::new).collect();
-            pool.run(&|p| {
+        let parts: Vec<Vec<Mutex<&mut [f32]>>> = mats
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(m, out)| out.chunks_mut(per_t * m.rows).map(Mutex::new).collect())
+            .collect();
+        pool.run(&|p| {
+            for ((m, parts), by_row) in mats.iter().zip(&parts).zip(&by_row) {
                 if let Some(part) = parts.get(p) {
                     let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-                    for (i, o) in part.chunks_exact_mut(rows).enumerate() {
+                    for (i, o) in part.chunks_exact_mut(m.rows).enumerate() {
                         let t = p * per_t + i;
                         for (r, v) in o.iter_mut().enumerate() {
                             *v = by_row[r * n + t];
                         }
                     }
                 }
-            });
-        }
+            }
+        });
     }
 }
 
