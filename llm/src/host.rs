@@ -234,8 +234,15 @@ fn attention(
     let mut items: Vec<(usize, &mut [f32])> = out.chunks_mut(hd).enumerate().collect();
     let one = |(i, o): &mut (usize, &mut [f32])| {
         let (r, h) = (*i / n_heads, *i % n_heads);
-        let query = &q[*i * hd..(*i + 1) * hd];
-        attend(query, kv, (h / group) * hd, width, start + r + 1, scale, o);
+        let head = Head {
+            query: &q[*i * hd..(*i + 1) * hd],
+            kv,
+            offset: (h / group) * hd,
+            width,
+            seen: start + r + 1,
+            scale,
+        };
+        attend(&head, o);
     };
     let pool = Pool::global();
     if t * n_heads * (start + t) * hd < SERIAL_ATTENTION || pool.parts() == 1 {
@@ -247,53 +254,48 @@ fn attention(
     out
 }
 
-/// One head of one row: scores against the first `seen` cached positions (whose head
-/// starts `offset` into each `width`-wide cache row), softmax, weighted sum of values.
+/// One head of one row's attention: its query, the first `seen` cached positions (whose
+/// head starts `offset` into each `width`-wide cache row) and the scores' scale.
+struct Head<'a> {
+    query: &'a [f32],
+    kv: &'a HostKv,
+    offset: usize,
+    width: usize,
+    seen: usize,
+    scale: f32,
+}
+
+/// One head of one row: scores against the cached positions, softmax, weighted sum of
+/// values.
 ///
 /// Compiled twice, for any x86-64 CPU and with AVX2 (eight lanes a vector instead of
 /// four: the build targets baseline x86-64), chosen at run time; both do the same
 /// arithmetic in the same order, so they give the same bits.
-fn attend(
-    query: &[f32],
-    kv: &HostKv,
-    offset: usize,
-    width: usize,
-    seen: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
+fn attend(head: &Head, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::quant_matmul::avx2_detected() {
         // SAFETY: AVX2 was detected.
-        return unsafe { attend_avx2(query, kv, offset, width, seen, scale, out) };
+        return unsafe { attend_avx2(head, out) };
     }
-    attend_body(query, kv, offset, width, seen, scale, out)
+    attend_body(head, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn attend_avx2(
-    query: &[f32],
-    kv: &HostKv,
-    offset: usize,
-    width: usize,
-    seen: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    attend_body(query, kv, offset, width, seen, scale, out)
+unsafe fn attend_avx2(head: &Head, out: &mut [f32]) {
+    attend_body(head, out)
 }
 
 #[inline(always)]
-fn attend_body(
-    query: &[f32],
-    kv: &HostKv,
-    offset: usize,
-    width: usize,
-    seen: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
+fn attend_body(head: &Head, out: &mut [f32]) {
+    let &Head {
+        query,
+        kv,
+        offset,
+        width,
+        seen,
+        scale,
+    } = head;
     let hd = query.len();
     let at = |j: usize| j * width + offset..j * width + offset + hd;
     let mut scores: Vec<f32> = (0..seen)
@@ -402,9 +404,17 @@ mod tests {
             let kv = cache(seen, 3, hd);
             let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
             let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
-            attend_body(&q, &kv, hd, 3 * hd, seen, 0.125, &mut a);
+            let head = Head {
+                query: &q,
+                kv: &kv,
+                offset: hd,
+                width: 3 * hd,
+                seen,
+                scale: 0.125,
+            };
+            attend_body(&head, &mut a);
             // SAFETY: AVX2 was detected.
-            unsafe { attend_avx2(&q, &kv, hd, 3 * hd, seen, 0.125, &mut b) };
+            unsafe { attend_avx2(&head, &mut b) };
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{seen} positions of {hd}");
         }
