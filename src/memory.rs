@@ -25,12 +25,12 @@ const TRIM_THRESHOLD: i32 = 16 << 20;
 
 /// Caps glibc's allocator arenas at [`ARENAS`] and fixes its mapping and trimming
 /// thresholds ([`MMAP_THRESHOLD`], [`TRIM_THRESHOLD`]); nothing elsewhere. Call before
-/// any thread starts; `MALLOC_ARENA_MAX` and `GLIBC_TUNABLES` in the environment still
-/// win.
+/// any thread starts; `MALLOC_ARENA_MAX`, and malloc settings in `GLIBC_TUNABLES`, in
+/// the environment still win.
 pub fn tune_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let tunables = std::env::var_os("GLIBC_TUNABLES").is_some();
+        let tunables = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
         // SAFETY: mallopt takes no pointers; called at start-up, before other threads.
         unsafe {
             if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

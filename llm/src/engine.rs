@@ -443,7 +443,8 @@ impl Grammar for FreeText {
     }
 }
 
-fn to_vec(t: Tensor<2>) -> Vec<f32> {
+/// A tensor's values (the model computes in f32).
+pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .try_into_vec::<f32>()
         .expect("the model computes in f32")

@@ -12,8 +12,8 @@
 //! the order of some f32 sums differs.
 
 use burn::nn::RmsNorm;
-use burn::tensor::Tensor;
 
+use crate::engine::to_vec;
 use crate::linear::QuantLinear;
 use crate::llama::{Block, Llama};
 use crate::pool::Pool;
@@ -59,12 +59,6 @@ pub enum Output {
     AllLogits,
     /// The normalised hidden state of the last position.
     LastHidden,
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .expect("the model computes in f32")
 }
 
 impl HostWeights {

@@ -473,11 +473,7 @@ impl Llama {
             return None;
         }
         let device = x.device();
-        let input = x
-            .clone()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("the model computes in f32");
+        let input = crate::engine::to_vec(x.clone());
         let y = host::forward(self, weights, input, cache.len, &mut cache.host, output);
         cache.len += t;
         let rows = if output == Output::AllLogits { t } else { 1 };
