@@ -40,6 +40,15 @@ pub struct DescribeArgs {
     /// Replay as fast as the models go (lossless) instead of at the recorded pace.
     #[arg(long)]
     pub fast: bool,
+    /// Play the replayed fixture this many times (0: until Ctrl-C), for demos and soak
+    /// tests; frame numbers go on from one round to the next.
+    #[arg(
+        long = "loop",
+        value_name = "N",
+        default_value_t = 1,
+        requires = "replay"
+    )]
+    pub rounds: u64,
     /// Cosine distance between a frame's features and the last described frame's above
     /// which the scene counts as changed.
     #[arg(long, default_value_t = 0.25)]
@@ -206,9 +215,26 @@ fn spawn_source(graph: &mut Graph, args: &DescribeArgs, tx: Output<Envelope<Fram
         } else {
             Pace::Recorded
         };
+        let frames = fixture.frames(&name)?;
+        // Frame numbers of round k start after every number of round k - 1.
+        let per_round = frames
+            .iter()
+            .map(|f| f.seq.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        let rounds = args.rounds;
         graph.spawn("replay", move |ctx| {
-            let send = converting(|frame| tx.send(frame));
-            fixture.replay_frames(&ctx, &name, ReplayClock::new(pace), send)
+            let mut round = 0;
+            while (rounds == 0 || round < rounds) && !ctx.stopped() {
+                let offset = round.saturating_mul(per_round);
+                let send = converting(|mut frame| {
+                    frame.seq = frame.seq.saturating_add(offset);
+                    tx.send(frame)
+                });
+                fixture.replay_frames(&ctx, &name, ReplayClock::new(pace), send)?;
+                round += 1;
+            }
+            Ok(())
         })?;
     } else if let Some(index) = args.camera {
         spawn_camera(graph, index, tx)?;

@@ -14,20 +14,16 @@ use std::collections::HashMap;
 
 use half::f16;
 
+use crate::weights::{Dtype, Problem, TensorMeta, TensorSource, WeightError, Weights};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Ct2Error {
     #[error("model.bin: {what} at byte {offset}")]
     Malformed { what: String, offset: usize },
     #[error("model.bin: binary version {0} is not supported (4 to 6 are)")]
     Version(u32),
-    #[error("model.bin has no variable '{0}'")]
-    Missing(String),
-    #[error("model.bin variable '{name}' has shape {got:?}, expected {want:?}")]
-    Shape {
-        name: String,
-        got: Vec<usize>,
-        want: Vec<usize>,
-    },
+    #[error(transparent)]
+    Weight(#[from] WeightError),
 }
 
 /// One variable: its shape and where its values are in the file. Values are converted
@@ -213,10 +209,12 @@ impl<'a> Ct2Model<'a> {
             for _ in 0..aliases {
                 let alias = r.string("alias")?;
                 let target = r.string("alias target")?;
-                let v = variables
-                    .get(&target)
-                    .cloned()
-                    .ok_or_else(|| Ct2Error::Missing(target.clone()))?;
+                let v = variables.get(&target).cloned().ok_or_else(|| {
+                    Ct2Error::Weight(WeightError {
+                        file: FILE.into(),
+                        problem: Problem::Missing(target.clone()),
+                    })
+                })?;
                 variables.insert(alias, v);
             }
         }
@@ -227,23 +225,18 @@ impl<'a> Ct2Model<'a> {
         })
     }
 
-    /// A variable, checked against the shape the model needs.
-    fn variable(&self, name: &str, shape: &[usize]) -> Result<&Variable, Ct2Error> {
-        let v = self
-            .variables
-            .get(name)
-            .ok_or_else(|| Ct2Error::Missing(name.into()))?;
-        if v.shape != shape {
-            return Err(Ct2Error::Shape {
-                name: name.into(),
-                got: v.shape.clone(),
-                want: shape.to_vec(),
-            });
-        }
-        Ok(v)
+    /// The variables as a model asks for them, each checked.
+    pub fn weights(&self) -> Weights<'_> {
+        Weights::new(self, FILE)
     }
 
-    /// A variable's values in f32, checked against the shape the model needs.
+    /// A variable, checked against the shape the model needs.
+    fn variable(&self, name: &str, shape: &[usize]) -> Result<&Variable, Ct2Error> {
+        self.weights().check(name, shape, &[])?;
+        Ok(&self.variables[name])
+    }
+
+    /// A variable's values in f32 (integers too), checked against the shape the model needs.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, Ct2Error> {
         let v = self.variable(name, shape)?;
         Ok(decode(v.dtype, &self.file[v.bytes.clone()]).unwrap_or_default())
@@ -260,12 +253,31 @@ impl<'a> Ct2Model<'a> {
         }))
     }
 
-    /// A scalar variable (such as `encoder/num_heads`).
+    /// A scalar variable (such as `encoder/num_heads`), of rank 0.
     pub fn scalar(&self, name: &str) -> Result<f32, Ct2Error> {
-        self.get(name, &[])?
-            .first()
-            .copied()
-            .ok_or_else(|| Ct2Error::Missing(name.into()))
+        Ok(self.get(name, &[])?.first().copied().unwrap_or_default())
+    }
+}
+
+/// What errors call the file: CTranslate2 names it so in every model folder.
+const FILE: &str = "model.bin";
+
+impl TensorSource for Ct2Model<'_> {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        let v = self.variables.get(name)?;
+        let dtype = match v.dtype {
+            0 => Dtype::F32,
+            1 => Dtype::I8,
+            2 => Dtype::I16,
+            3 => Dtype::I32,
+            4 => Dtype::F16,
+            5 => Dtype::BF16,
+            _ => Dtype::Other,
+        };
+        Some(TensorMeta {
+            dtype,
+            shape: v.shape.clone(),
+        })
     }
 }
 
@@ -312,7 +324,11 @@ pub(crate) mod tests {
         assert_eq!(m.get("w", &[2]).unwrap(), [1.5, -2.0]);
         assert_eq!(m.get("w2", &[2]).unwrap(), [1.5, -2.0]);
         assert_eq!(m.scalar("n").unwrap(), 6.0);
-        assert!(matches!(m.get("w", &[3]), Err(Ct2Error::Shape { .. })));
+        let err = m.get("w", &[3]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "model.bin: tensor 'w' has shape [2], the model needs [3]"
+        );
     }
 
     /// Issue 15: every way a file can be cut short, lie about its sizes or point an alias
@@ -352,6 +368,9 @@ pub(crate) mod tests {
         let err = Ct2Model::parse(&aliases).unwrap_err().to_string();
         assert!(err.contains("65537 aliases"), "{err}");
         let nowhere = model_bin(&[("w", &[2], &[1.5, -2.0])], &[("v", "gone")]);
-        assert!(matches!(Ct2Model::parse(&nowhere), Err(Ct2Error::Missing(t)) if t == "gone"));
+        assert!(matches!(
+            Ct2Model::parse(&nowhere),
+            Err(Ct2Error::Weight(WeightError { problem: Problem::Missing(t), .. })) if t == "gone"
+        ));
     }
 }

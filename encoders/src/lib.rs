@@ -16,4 +16,4 @@ pub mod text;
 pub mod tfjs;
 pub mod torch_pickle;
 pub mod vision;
-pub mod weights;
+pub use modelkit::weights;

@@ -14,18 +14,16 @@
 //! Wire format: each field is a varint key `(number << 3) | type`, type 0 = varint,
 //! 1 = 8 bytes, 2 = length-delimited, 5 = 4 bytes. Every length is checked against the buffer.
 
+use std::borrow::Cow;
+
+use crate::weights::{Dtype, TensorMeta, TensorSource, WeightError, Weights};
+
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error("ONNX file: {what} at byte {offset}")]
     Malformed { what: String, offset: usize },
-    #[error("ONNX file has no float tensor '{0}'")]
-    Missing(String),
-    #[error("ONNX tensor '{name}' has shape {got:?}, expected {want:?}")]
-    Shape {
-        name: String,
-        got: Vec<usize>,
-        want: Vec<usize>,
-    },
+    #[error(transparent)]
+    Weight(#[from] WeightError),
 }
 
 /// One float tensor, with the path of the graph that holds it (`""` for the main graph,
@@ -86,27 +84,54 @@ pub fn graph(bytes: &[u8]) -> Result<OnnxGraph, OnnxError> {
     Ok(out)
 }
 
-/// The tensor of `graph` named `name`, or whose name ends in `__name` (ONNX exporters prefix
-/// inlined names, e.g. `If_0_then_branch__Inline_0__`), checked against `shape`.
+/// The float tensors of one graph (`""` for the main graph) by name: a tensor named `name`,
+/// or whose name ends in `__name` (ONNX exporters prefix inlined names, e.g.
+/// `If_0_then_branch__Inline_0__`).
+pub struct Scope<'a> {
+    pub tensors: &'a [OnnxTensor],
+    pub graph: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    pub fn lookup(&self, name: &str) -> Option<&'a OnnxTensor> {
+        lookup(self.tensors, self.graph, name)
+    }
+}
+
+fn lookup<'a>(tensors: &'a [OnnxTensor], graph: &str, name: &str) -> Option<&'a OnnxTensor> {
+    let suffix = format!("__{name}");
+    tensors
+        .iter()
+        .find(|t| t.graph == graph && (t.name == name || t.name.ends_with(&suffix)))
+}
+
+impl TensorSource for Scope<'_> {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        self.lookup(name).map(|t| TensorMeta {
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+        })
+    }
+
+    fn floats(&self, name: &str) -> Option<Cow<'_, [f32]>> {
+        self.lookup(name).map(|t| Cow::Borrowed(t.data.as_slice()))
+    }
+}
+
+/// The tensor of `graph` named `name` (as [`Scope`] finds it), checked against `shape`.
 pub fn find<'a>(
     tensors: &'a [OnnxTensor],
     graph: &str,
     name: &str,
     shape: &[usize],
 ) -> Result<&'a OnnxTensor, OnnxError> {
-    let suffix = format!("__{name}");
-    let t = tensors
-        .iter()
-        .find(|t| t.graph == graph && (t.name == name || t.name.ends_with(&suffix)))
-        .ok_or_else(|| OnnxError::Missing(format!("{graph}/{name}")))?;
-    if t.shape != shape {
-        return Err(OnnxError::Shape {
-            name: t.name.clone(),
-            got: t.shape.clone(),
-            want: shape.to_vec(),
-        });
-    }
-    Ok(t)
+    let scope = Scope { tensors, graph };
+    let file = match graph {
+        "" => "ONNX file".to_owned(),
+        g => format!("ONNX file, graph '{g}'"),
+    };
+    Weights::new(&scope, &file).check(name, shape, &[Dtype::F32])?;
+    Ok(lookup(tensors, graph, name).expect("checked"))
 }
 
 /// Deepest nesting of graphs in node attributes (`If` branches, `Loop` bodies): real models
@@ -410,10 +435,11 @@ mod tests {
         assert_eq!(tensors[0].shape, vec![2]);
         assert_eq!(tensors[0].data, vec![1.5, -2.0]);
         assert!(find(&tensors, "", "w", &[2]).is_ok());
-        assert!(matches!(
-            find(&tensors, "", "w", &[3]),
-            Err(OnnxError::Shape { .. })
-        ));
+        let err = find(&tensors, "", "w", &[3]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ONNX file: tensor 'w' has shape [2], the model needs [3]"
+        );
     }
 
     /// Inputs, outputs and integer attributes (packed `ints`, a single `i`) of a node.

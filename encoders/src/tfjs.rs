@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::weights::WeightError;
+use std::borrow::Cow;
+
+use crate::weights::{Dtype, Problem, TensorMeta, TensorSource, WeightError, Weights};
 
 /// Refuse a `model.json` larger than this before parsing it (real ones are < 1 MB).
 const MAX_JSON: u64 = 64 << 20;
@@ -36,8 +38,8 @@ pub enum TfjsError {
         name: String,
         reason: String,
     },
-    #[error("{path}: {source}")]
-    Tensor { path: String, source: WeightError },
+    #[error(transparent)]
+    Tensor(#[from] WeightError),
 }
 
 /// Gives a shard's bytes by name, told how many bytes were read before it.
@@ -254,18 +256,38 @@ impl TfjsModel {
     }
 
     pub fn weight(&self, name: &str) -> Result<&Weight, TfjsError> {
-        self.weights.get(name).ok_or_else(|| TfjsError::Tensor {
-            path: self.path.clone(),
-            source: WeightError::Missing(name.to_owned()),
+        self.weights.get(name).ok_or_else(|| {
+            TfjsError::Tensor(WeightError {
+                file: self.path.clone(),
+                problem: Problem::Missing(name.to_owned()),
+            })
         })
+    }
+
+    fn tensors(&self) -> Weights<'_> {
+        Weights::new(self, &self.path)
     }
 
     /// A float weight of shape `want`, dequantized to f32.
     pub fn floats(&self, name: &str, want: &[usize]) -> Result<Vec<f32>, TfjsError> {
-        let w = self.checked(name, want)?;
+        Ok(self.tensors().floats(name, want)?.into_owned())
+    }
+
+    /// An int32 weight of shape `want` (shapes, axes, sizes in a graph).
+    pub fn ints(&self, name: &str, want: &[usize]) -> Result<Vec<i32>, TfjsError> {
+        self.tensors().check(name, want, &[Dtype::I32])?;
+        let w = self.weight(name)?;
+        Ok(self.data[w.range.clone()]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// A float weight's values, dequantized; `None` for int and bool weights.
+    fn dequantized(&self, w: &Weight) -> Option<Vec<f32>> {
         let bytes = &self.data[w.range.clone()];
         let le2 = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
-        Ok(match w.storage {
+        Some(match w.storage {
             Storage::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -281,45 +303,30 @@ impl TfjsModel {
                 .chunks_exact(2)
                 .map(|c| f32::from(le2(c)) * scale + min)
                 .collect(),
-            Storage::I32 | Storage::Bool => {
-                return Err(weight_error(
-                    &self.path,
-                    name,
-                    format!("is {:?}, not a float tensor", w.storage),
-                ));
-            }
+            Storage::I32 | Storage::Bool => return None,
+        })
+    }
+}
+
+/// The model's weights as the manifest declares them: an affine-quantized weight is the
+/// float32 tensor it stands for, a float16 one f16 (both read as f32).
+impl TensorSource for TfjsModel {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        let w = self.weights.get(name)?;
+        let dtype = match w.storage {
+            Storage::F32 | Storage::U8 { .. } | Storage::U16 { .. } => Dtype::F32,
+            Storage::F16 => Dtype::F16,
+            Storage::I32 => Dtype::I32,
+            Storage::Bool => Dtype::Bool,
+        };
+        Some(TensorMeta {
+            dtype,
+            shape: w.shape.clone(),
         })
     }
 
-    /// An int32 weight of shape `want` (shapes, axes, sizes in a graph).
-    pub fn ints(&self, name: &str, want: &[usize]) -> Result<Vec<i32>, TfjsError> {
-        let w = self.checked(name, want)?;
-        if w.storage != Storage::I32 {
-            return Err(weight_error(
-                &self.path,
-                name,
-                format!("is {:?}, not int32", w.storage),
-            ));
-        }
-        Ok(self.data[w.range.clone()]
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-
-    fn checked(&self, name: &str, want: &[usize]) -> Result<&Weight, TfjsError> {
-        let w = self.weight(name)?;
-        if w.shape != want {
-            return Err(TfjsError::Tensor {
-                path: self.path.clone(),
-                source: WeightError::Shape {
-                    name: name.to_owned(),
-                    got: w.shape.clone(),
-                    want: want.to_vec(),
-                },
-            });
-        }
-        Ok(w)
+    fn floats(&self, name: &str) -> Option<Cow<'_, [f32]>> {
+        self.dequantized(self.weights.get(name)?).map(Cow::Owned)
     }
 }
 
@@ -482,12 +489,8 @@ mod tests {
         );
         let err = m.floats("v", &[2]).unwrap_err().to_string();
         assert!(err.contains("no tensor 'v'"), "{err}");
-        assert!(
-            m.ints("w", &[2])
-                .unwrap_err()
-                .to_string()
-                .contains("not int32")
-        );
+        let err = m.ints("w", &[2]).unwrap_err().to_string();
+        assert_eq!(err, "m.json: tensor 'w' is F32, the model reads [I32]");
     }
 
     #[test]

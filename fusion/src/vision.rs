@@ -193,27 +193,20 @@ impl LinearProjector {
         let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let file =
             safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;
-        let read = |name: String| -> Result<(Vec<usize>, Vec<f32>), FusionError> {
-            let t = file
-                .tensor(&name)
-                .map_err(|e| fail(format!("{name}: {e}")))?;
-            let data =
-                encoders::weights::safetensors_floats(t.dtype(), t.data()).ok_or_else(|| {
-                    fail(format!(
-                        "{name}: dtype {:?} is not f32, f16 or bf16",
-                        t.dtype()
-                    ))
-                })?;
-            Ok((t.shape().to_vec(), data))
+        let shown = path.display().to_string();
+        let weights = encoders::weights::Weights::new(&file, &shown);
+        let problem = |e: encoders::weights::WeightError| fail(e.problem.to_string());
+        let (wname, bname) = (format!("{prefix}weight"), format!("{prefix}bias"));
+        // The sizes come from the weight's own shape; the bias must agree with it.
+        let wshape = weights.meta(&wname).map_err(problem)?.shape;
+        let [d_out, d_in] = wshape[..] else {
+            return Err(fail(format!(
+                "{wname} has shape {wshape:?}, not [d_out, d_in]"
+            )));
         };
-        let (wshape, weight) = read(format!("{prefix}weight"))?;
-        let (bshape, bias) = read(format!("{prefix}bias"))?;
-        match (wshape.as_slice(), bshape.as_slice()) {
-            ([o, i], [b]) if o == b => Self::new(weight, bias, *i).map_err(|e| fail(e.to_string())),
-            _ => Err(fail(format!(
-                "weight {wshape:?} and bias {bshape:?} are not [d_out, d_in] and [d_out]"
-            ))),
-        }
+        let weight = weights.floats(&wname, &[d_out, d_in]).map_err(problem)?;
+        let bias = weights.floats(&bname, &[d_out]).map_err(problem)?;
+        Self::new(weight.into_owned(), bias.into_owned(), d_in).map_err(|e| fail(e.to_string()))
     }
 
     fn apply(&self, x: &[f32]) -> Vec<f32> {

@@ -9,6 +9,9 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 #[path = "../../encoders/src/ct2.rs"]
 mod ct2;
+#[allow(dead_code)]
+#[path = "../../modelkit/src/weights.rs"]
+mod weights;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(model) = ct2::Ct2Model::parse(data) else {

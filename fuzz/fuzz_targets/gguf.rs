@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for info in file.tensors.clone() {
-        let (info, bytes) = file.tensor_data(&info.name).expect("listed tensors are readable");
+        let (info, bytes) = file
+            .tensor_data(&info.name)
+            .expect("listed tensors are readable");
         // Bound the work per input; the size check is what matters.
         if info.n_elements() <= 1 << 16 {
             let mut out = vec![0f32; info.n_elements() as usize];

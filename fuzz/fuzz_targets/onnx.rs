@@ -7,11 +7,19 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 #[path = "../../encoders/src/onnx.rs"]
 mod onnx;
+#[allow(dead_code)]
+#[path = "../../modelkit/src/weights.rs"]
+mod weights;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(graph) = onnx::graph(data) {
         if let Some(t) = graph.tensors.first() {
-            let _ = onnx::find(&graph.tensors, &t.graph.clone(), &t.name.clone(), &t.shape.clone());
+            let _ = onnx::find(
+                &graph.tensors,
+                &t.graph.clone(),
+                &t.name.clone(),
+                &t.shape.clone(),
+            );
         }
         for node in &graph.nodes {
             let _ = node.ints("dilations");

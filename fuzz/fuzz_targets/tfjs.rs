@@ -10,11 +10,11 @@ use libfuzzer_sys::fuzz_target;
 // The reader's own source file, compiled here without the rest of `encoders` (which
 // would bring the whole burn stack into every sanitizer build).
 #[allow(dead_code)]
-#[path = "../../encoders/src/weights.rs"]
-mod weights;
-#[allow(dead_code)]
 #[path = "../../encoders/src/tfjs.rs"]
 mod tfjs;
+#[allow(dead_code)]
+#[path = "../../modelkit/src/weights.rs"]
+mod weights;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let names: Vec<String> = model.names().map(str::to_owned).collect();
     for name in names {
-        let w = model.weight(&name).expect("listed weights are there").clone();
+        let w = model
+            .weight(&name)
+            .expect("listed weights are there")
+            .clone();
         let _ = model.floats(&name, &w.shape);
         let _ = model.ints(&name, &w.shape);
     }

@@ -5,12 +5,14 @@ use burn::module::Param;
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use modelkit::weights::{Dtype, TensorMeta, TensorSource, WeightError, Weights};
+
+use crate::gguf::{GgufError, GgufFile};
 use crate::linear::{QuantLinear, QuantLinearConfig};
 use crate::llama::{
     Attention, Block, FeedForward, Llama, LlamaConfig, RotaryConfig, TokenEmbedding,
 };
-use crate::quant::dequantize;
+use crate::quant::{GgmlType, dequantize};
 use crate::quant_matmul::QuantMatrix;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +21,8 @@ pub enum LoadError {
     Gguf(#[from] GgufError),
     #[error("architecture '{0}' is not supported (only llama)")]
     Architecture(String),
-    #[error("tensor '{name}' has dims {found:?}, expected {expected:?}")]
-    Shape {
-        name: String,
-        found: Vec<u64>,
-        expected: Vec<u64>,
-    },
+    #[error(transparent)]
+    Weight(#[from] WeightError),
     #[error("model hyper-parameter {0}")]
     Config(String),
 }
@@ -140,16 +138,33 @@ pub fn load_llama(
     Ok(model)
 }
 
-/// Checks that a tensor has GGUF dims `dims`.
-fn check_dims(info: &TensorInfo, name: &str, dims: &[usize]) -> Result<(), LoadError> {
-    let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
-    if info.dims != expected {
-        return Err(LoadError::Shape {
-            name: name.into(),
-            found: info.dims.clone(),
-            expected,
-        });
+/// A GGUF file's tensors, outermost dimension first (the file lists them innermost first).
+impl TensorSource for GgufFile {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        let info = self.tensor_info(name)?;
+        let dtype = match info.kind {
+            GgmlType::F32 => Dtype::F32,
+            GgmlType::F16 => Dtype::F16,
+            GgmlType::BF16 => Dtype::BF16,
+            GgmlType::Q4_0 => Dtype::Q4_0,
+            GgmlType::Q4_1 => Dtype::Q4_1,
+            GgmlType::Q8_0 => Dtype::Q8_0,
+        };
+        // Dims past usize cannot be a tensor this machine holds; u64::MAX never matches.
+        let shape = info
+            .dims
+            .iter()
+            .rev()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect();
+        Some(TensorMeta { dtype, shape })
     }
+}
+
+/// Tensor `name` of `shape` (outermost first), of any type the reader takes (each is
+/// dequantized or multiplied by the kernels).
+fn check(gguf: &GgufFile, name: &str, shape: &[usize]) -> Result<(), LoadError> {
+    Weights::new(gguf, "GGUF file").check(name, shape, &[])?;
     Ok(())
 }
 
@@ -160,8 +175,8 @@ fn matrix(
     d_in: usize,
     d_out: usize,
 ) -> Result<QuantMatrix, LoadError> {
+    check(gguf, name, &[d_out, d_in])?;
     let (info, bytes, start) = gguf.shared_tensor(name)?;
-    check_dims(info, name, &[d_in, d_out])?;
     Ok(QuantMatrix::new(info.kind, d_out, d_in, bytes, start))
 }
 
@@ -199,8 +214,8 @@ fn norm(
     eps: f64,
     device: &Device,
 ) -> Result<RmsNorm, LoadError> {
+    check(gguf, name, &[n])?;
     let (info, bytes) = gguf.tensor_data(name)?;
-    check_dims(info, name, &[n])?;
     let mut values = vec![0f32; n];
     dequantize(info.kind, bytes, &mut values);
     let mut norm = RmsNormConfig::new(n).with_epsilon(eps).init(device);

@@ -5,6 +5,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub mod fastmath;
+pub mod weights;
 
 /// The additive mask that hides later keys from each of `queries` queries sitting at the
 /// end of `keys` positions: `0` where query `i` (at position `keys - queries + i`) may see

@@ -165,6 +165,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FixtureError + '_ {
     }
 }
 
+/// The lines of an index file (`path` names it in errors), each checked.
+fn parse_index<T: for<'de> Deserialize<'de> + IndexLine>(
+    path: &Path,
+    text: impl BufRead,
+) -> Result<Vec<T>, FixtureError> {
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.map_err(io_err(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let invalid = |reason: String| FixtureError::Invalid {
+            path: path.to_owned(),
+            line: Some(i + 1),
+            reason,
+        };
+        let entry: T = serde_json::from_str(&line).map_err(|e| invalid(e.to_string()))?;
+        entry.check().map_err(invalid)?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// A frame index's text (`path` names it in errors), each line checked.
+pub fn parse_frame_index(path: &Path, text: &str) -> Result<Vec<FrameEntry>, FixtureError> {
+    parse_index(path, text.as_bytes())
+}
+
+/// A text index's text (`path` names it in errors), each line checked.
+pub fn parse_text_index(path: &Path, text: &str) -> Result<Vec<TextEntry>, FixtureError> {
+    parse_index(path, text.as_bytes())
+}
+
 // ---------------------------------------------------------------------------------------
 // Writing
 
@@ -399,13 +432,20 @@ impl Fixture {
     pub fn open(dir: &Path) -> Result<Self, FixtureError> {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        Self::parse(dir, &text)
+    }
+
+    /// A fixture from its manifest's text (`dir` is where its files are and what errors
+    /// name); nothing is read.
+    pub fn parse(dir: &Path, text: &str) -> Result<Self, FixtureError> {
+        let path = dir.join("manifest.json");
         let invalid = |line, reason: String| FixtureError::Invalid {
             path: path.clone(),
             line,
             reason,
         };
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| invalid(Some(e.line()), e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| invalid(Some(e.line()), e.to_string()))?;
         if manifest.format != FORMAT {
             return Err(invalid(None, format!("format is not '{FORMAT}'")));
         }
@@ -460,22 +500,7 @@ impl Fixture {
     ) -> Result<Vec<T>, FixtureError> {
         let path = self.dir.join(index);
         let file = File::open(&path).map_err(io_err(&path))?;
-        let mut entries = Vec::new();
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io_err(&path))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let invalid = |reason: String| FixtureError::Invalid {
-                path: path.clone(),
-                line: Some(i + 1),
-                reason,
-            };
-            let entry: T = serde_json::from_str(&line).map_err(|e| invalid(e.to_string()))?;
-            entry.check().map_err(invalid)?;
-            entries.push(entry);
-        }
-        Ok(entries)
+        parse_index(&path, BufReader::new(file))
     }
 
     /// The frame index of stream `name`.

@@ -9,7 +9,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, Decoder, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -102,19 +102,29 @@ pub struct AudioFile {
 
 impl AudioFile {
     pub fn open(path: &Path) -> Result<Self, MediaError> {
-        let bad = |reason: String| MediaError::Audio {
-            path: path.to_owned(),
-            reason,
-        };
         let file = File::open(path).map_err(|source| MediaError::Open {
             path: path.to_owned(),
             source,
         })?;
+        Self::from_source(path, Box::new(file))
+    }
+
+    /// A file's bytes already in memory; `path` (its extension a hint of the format) is
+    /// what errors name.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, MediaError> {
+        Self::from_source(path, Box::new(std::io::Cursor::new(bytes)))
+    }
+
+    fn from_source(path: &Path, source: Box<dyn MediaSource>) -> Result<Self, MediaError> {
+        let bad = |reason: String| MediaError::Audio {
+            path: path.to_owned(),
+            reason,
+        };
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
-        let stream = MediaSourceStream::new(Box::new(file), Default::default());
+        let stream = MediaSourceStream::new(source, Default::default());
         let (format, decoder, track) = contained(|| {
             let probed = symphonia::default::get_probe()
                 .format(

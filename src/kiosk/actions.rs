@@ -18,48 +18,12 @@ use llm::grammar::Grammar;
 use llm::{Llm, LlmError, Segment, Session, TokenId};
 use serde::{Deserialize, Serialize};
 
+pub use super::knowledge::{CommandSpec, ParamSpec, ParamType};
+
 /// Longest free string argument, in bytes.
 const MAX_TEXT: u16 = 48;
 /// Longest integer argument, in digits.
 const MAX_DIGITS: u16 = 9;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSpec {
-    pub description: String,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, ParamSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParamSpec {
-    #[serde(rename = "type", default)]
-    pub kind: ParamType,
-    /// The allowed values (implies a string).
-    #[serde(rename = "enum", default)]
-    pub choices: Vec<String>,
-    #[serde(default)]
-    pub description: String,
-}
-
-impl ParamSpec {
-    pub fn of(kind: ParamType, choices: Vec<String>) -> Self {
-        ParamSpec {
-            kind,
-            choices,
-            description: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParamType {
-    #[default]
-    String,
-    Integer,
-}
 
 /// One action the model chose, as printed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,7 +25,45 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::kiosk::actions::{CommandSpec, ParamSpec, ParamType};
+/// One command of a file's `[commands]` table: what it does and its parameters (their
+/// checks and grammar are `super::actions`').
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub description: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type", default)]
+    pub kind: ParamType,
+    /// The allowed values (implies a string).
+    #[serde(rename = "enum", default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl ParamSpec {
+    pub fn of(kind: ParamType, choices: Vec<String>) -> Self {
+        ParamSpec {
+            kind,
+            choices,
+            description: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    #[default]
+    String,
+    Integer,
+}
 
 /// What the kiosk knows.
 #[derive(Debug, Clone, Deserialize)]

@@ -24,8 +24,9 @@ use burn::nn::PaddingConfig1d;
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use encoders::onnx::{OnnxNode, OnnxTensor};
+use encoders::onnx::{OnnxNode, OnnxTensor, Scope};
 use modelkit::fastmath::gelu;
+use modelkit::weights::Dtype;
 
 use std::ops::ControlFlow;
 
@@ -1029,10 +1030,13 @@ impl Vits {
             let i = layers.len();
             let a = format!("enc_p.encoder.attn_layers.{i}");
             let rel = |name: &str| -> Result<Param<Tensor<2>>, String> {
-                let t = f.take(&format!("{a}.{name}"))?;
-                match t.shape[..] {
-                    [1, r, d] if r == 2 * WINDOW + 1 => f.param_shaped(t, [r, d]),
-                    _ => Err(format!("{} has shape {:?}", t.name, t.shape)),
+                let name = format!("{a}.{name}");
+                match f.checked(&name, None)?[..] {
+                    [1, r, d] if r == 2 * WINDOW + 1 => f.param_shaped(f.take(&name)?, [r, d]),
+                    ref got => Err(format!(
+                        "tensor '{name}' has shape {got:?}, the model needs [1, {}, width]",
+                        2 * WINDOW + 1
+                    )),
                 }
             };
             layers.push(EncoderLayer {
@@ -1215,6 +1219,22 @@ impl Weights<'_> {
         })
     }
 
+    /// The shape of main-graph tensor `name`, checked to be f32 and `want` when given
+    /// (else the model takes its sizes from it).
+    fn checked(&self, name: &str, want: Option<&[usize]>) -> Result<Vec<usize>, String> {
+        let tensors = self.tensors.borrow();
+        let scope = Scope {
+            tensors: &tensors,
+            graph: "",
+        };
+        let weights = modelkit::weights::Weights::new(&scope, "voice ONNX file");
+        let meta = match want {
+            Some(shape) => weights.check(name, shape, &[Dtype::F32]),
+            None => weights.meta(name),
+        };
+        meta.map(|m| m.shape).map_err(|e| e.to_string())
+    }
+
     fn consumer_of(&self, name: &str, op: &str) -> Result<&OnnxNode, String> {
         self.nodes
             .iter()
@@ -1227,16 +1247,11 @@ impl Weights<'_> {
         name: &str,
         want: Option<&[usize]>,
     ) -> Result<Param<Tensor<D>>, String> {
-        let t = self.take(name)?;
-        if want.is_some_and(|w| w != t.shape) || t.shape.len() != D {
-            return Err(format!(
-                "tensor '{name}' has shape {:?}, the model needs {}",
-                t.shape,
-                want.map_or(format!("{D} dimensions"), |w| format!("{w:?}"))
-            ));
-        }
-        let shape: [usize; D] = t.shape.clone().try_into().expect("rank checked");
-        self.param_shaped(t, shape)
+        let shape = self.checked(name, want)?;
+        let shape: [usize; D] = shape.try_into().map_err(|got: Vec<usize>| {
+            format!("tensor '{name}' has shape {got:?}, the model needs {D} dimensions")
+        })?;
+        self.param_shaped(self.take(name)?, shape)
     }
 
     fn param_shaped<const D: usize>(

@@ -143,22 +143,14 @@ impl Silero {
             Some("safetensors") => {
                 let file = safetensors::SafeTensors::deserialize(&bytes)
                     .map_err(|e| fail(e.to_string()))?;
+                let shown = path.display().to_string();
+                let weights = crate::weights::Weights::new(&file, &shown);
                 Self::from_weights(
                     |name, shape| {
-                        let t = file
-                            .tensor(name)
-                            .map_err(|e| fail(format!("{name}: {e}")))?;
-                        if t.shape() != shape || t.dtype() != safetensors::Dtype::F32 {
-                            return Err(fail(format!(
-                                "{name} is {:?} {:?}, expected F32 {shape:?}",
-                                t.dtype(),
-                                t.shape()
-                            )));
-                        }
-                        Ok(t.data()
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect())
+                        let floats = weights
+                            .floats(name, shape)
+                            .map_err(|e| fail(e.problem.to_string()))?;
+                        Ok(floats.into_owned())
                     },
                     device,
                 )

@@ -335,11 +335,17 @@ impl Whisper {
 
     /// Loads `model.bin` (CTranslate2's WhisperSpec).
     pub fn load(model: &Ct2Model, device: &Device) -> Result<Self, Ct2Error> {
-        let d = model
-            .variables
-            .get("encoder/conv1/bias")
-            .map(|v| v.shape[0])
-            .ok_or_else(|| Ct2Error::Missing("encoder/conv1/bias".into()))?;
+        let width = |name: &str| {
+            let meta = model.weights().meta(name)?;
+            meta.shape
+                .first()
+                .copied()
+                .ok_or_else(|| Ct2Error::Malformed {
+                    what: format!("{name} has rank 0"),
+                    offset: 0,
+                })
+        };
+        let d = width("encoder/conv1/bias")?;
         let heads = model.scalar("encoder/num_heads")? as usize;
         if heads == 0 || d % heads != 0 {
             return Err(Ct2Error::Malformed {
@@ -347,11 +353,7 @@ impl Whisper {
                 offset: 0,
             });
         }
-        let vocab = model
-            .variables
-            .get("decoder/embeddings/weight")
-            .map(|v| v.shape[0])
-            .ok_or_else(|| Ct2Error::Missing("decoder/embeddings/weight".into()))?;
+        let vocab = width("decoder/embeddings/weight")?;
         let layers = (0..)
             .take_while(|i| {
                 model
@@ -397,10 +399,11 @@ impl Whisper {
             output,
             decoder_positions: w.matrix(
                 "decoder/position_encodings/encodings",
+                // A rank-0 variable of that name is refused by the shape check below.
                 model
                     .variables
                     .get("decoder/position_encodings/encodings")
-                    .map_or(448, |v| v.shape[0]),
+                    .map_or(448, |v| v.shape.first().copied().unwrap_or(0)),
                 d,
             )?,
             decoder_layers,

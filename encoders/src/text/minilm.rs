@@ -30,7 +30,7 @@ use modelkit::fastmath::gelu;
 use safetensors::{Dtype, SafeTensors};
 
 use super::wordpiece::{VocabError, WordPiece};
-use crate::weights::{WeightError, safetensors_floats};
+use crate::weights::{Dtype as Kind, Problem, WeightError, Weights};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MiniLmError {
@@ -41,14 +41,8 @@ pub enum MiniLmError {
     },
     #[error("{path} is not a safetensors file: {what}")]
     Format { path: String, what: String },
-    #[error("{path}: {source}")]
-    Weight { path: String, source: WeightError },
-    #[error("{path}: tensor '{name}' is {dtype:?}; the encoder reads F32, F16 or BF16")]
-    Dtype {
-        path: String,
-        name: String,
-        dtype: Dtype,
-    },
+    #[error(transparent)]
+    Weight(#[from] WeightError),
     #[error(transparent)]
     Vocab(#[from] VocabError),
 }
@@ -105,7 +99,9 @@ impl Stored {
         while at < total {
             let n = (total - at).min(READ_CHUNK as u64) as usize;
             file.read_exact_at(&mut chunk[..n], self.offset + at)?;
-            out.extend(safetensors_floats(self.dtype, &chunk[..n]).unwrap_or_default());
+            out.extend(
+                crate::weights::safetensors_floats(self.dtype, &chunk[..n]).unwrap_or_default(),
+            );
             at += n as u64;
         }
         Ok(out)
@@ -262,10 +258,20 @@ impl MiniLm {
         let shape = w.view(name)?.shape().to_vec();
         let [rows, d] = match shape[..] {
             [r, d] if r >= vocab.len() && d > 0 && d % config.heads == 0 => [r, d],
-            _ => return Err(w.shape_error(name, &shape, &[vocab.len(), 384])),
+            _ => {
+                let problem = Problem::Shape {
+                    name: name.into(),
+                    got: shape,
+                    want: vec![vocab.len(), 384],
+                };
+                let file = path.clone();
+                return Err(WeightError { file, problem }.into());
+            }
         };
         let words = w.stored(name, &[rows, d])?;
-        let max_pos = w.view("embeddings.position_embeddings.weight")?.shape()[0];
+        let positions = w.view("embeddings.position_embeddings.weight")?;
+        // A rank-0 table is refused by the shape check of `floats`.
+        let max_pos = positions.shape().first().copied().unwrap_or(0);
         let mut positions = w.floats("embeddings.position_embeddings.weight", &[max_pos, d])?;
         let types = w.floats("embeddings.token_type_embeddings.weight", &[2, d])?;
         for row in positions.chunks_mut(d) {
@@ -387,52 +393,24 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn weights(&self) -> Weights<'_> {
+        Weights::new(self.st, self.path)
+    }
+
     fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'a>, MiniLmError> {
-        self.st.tensor(name).map_err(|_| MiniLmError::Weight {
-            path: self.path.into(),
-            source: WeightError::Missing(name.into()),
-        })
-    }
-
-    fn shape_error(&self, name: &str, got: &[usize], want: &[usize]) -> MiniLmError {
-        MiniLmError::Weight {
-            path: self.path.into(),
-            source: WeightError::Shape {
-                name: name.into(),
-                got: got.to_vec(),
-                want: want.to_vec(),
-            },
-        }
-    }
-
-    fn dtype_of(&self, name: &str, dtype: Dtype) -> Result<(), MiniLmError> {
-        match dtype {
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(()),
-            dtype => Err(MiniLmError::Dtype {
-                path: self.path.into(),
-                name: name.into(),
-                dtype,
-            }),
-        }
+        self.weights().meta(name)?;
+        Ok(self.st.tensor(name).expect("listed"))
     }
 
     /// The tensor's values as f32, after checking its shape.
     fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, MiniLmError> {
-        let v = self.view(name)?;
-        if v.shape() != shape {
-            return Err(self.shape_error(name, v.shape(), shape));
-        }
-        self.dtype_of(name, v.dtype())?;
-        Ok(safetensors_floats(v.dtype(), v.data()).unwrap_or_default())
+        Ok(self.weights().floats(name, shape)?.into_owned())
     }
 
     /// Where the tensor is in the file, after checking its shape and dtype.
     fn stored(&self, name: &str, shape: &[usize]) -> Result<Stored, MiniLmError> {
-        let v = self.view(name)?;
-        if v.shape() != shape {
-            return Err(self.shape_error(name, v.shape(), shape));
-        }
-        self.dtype_of(name, v.dtype())?;
+        self.weights().check(name, shape, Kind::FLOATS)?;
+        let v = self.st.tensor(name).expect("checked");
         Ok(Stored {
             offset: (v.data().as_ptr() as usize - self.base) as u64,
             dtype: v.dtype(),

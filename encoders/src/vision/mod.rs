@@ -128,8 +128,8 @@ impl VisionEncoder {
         let bytes = std::fs::read(weights).map_err(|e| fail(e.to_string()))?;
         let tensors =
             crate::torch_pickle::read_legacy_state_dict(&bytes).map_err(|e| fail(e.to_string()))?;
-        let model =
-            pth_loader::load_efficientnet(tensors, device).map_err(|e| fail(e.to_string()))?;
+        let model = pth_loader::load_efficientnet(tensors, &weights.display().to_string(), device)
+            .map_err(|e| fail(e.problem.to_string()))?;
         let labels = Labels::load(synsets, lemmas)?;
         Ok(VisionEncoder {
             model,

@@ -2,6 +2,7 @@
 //! [`crate::torch_pickle`]) onto [`EfficientNet`], folding each batch norm into its
 //! convolution. Every tensor's shape is checked against the configuration.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use burn::module::Param;
@@ -18,23 +19,29 @@ use crate::torch_pickle::TorchTensor;
 pub const BN_EPS: f32 = 1e-3;
 
 pub use crate::weights::WeightError;
+use crate::weights::{Dtype, TensorMeta, TensorSource, Weights};
 
-struct Tensors(HashMap<String, TorchTensor>);
+/// The state dict by name (its values already f32).
+struct StateDict(HashMap<String, TorchTensor>);
 
-impl Tensors {
-    fn get(&self, name: &str, want: &[usize]) -> Result<&[f32], WeightError> {
-        let t = self
-            .0
-            .get(name)
-            .ok_or_else(|| WeightError::Missing(name.into()))?;
-        if t.shape != want {
-            return Err(WeightError::Shape {
-                name: name.into(),
-                got: t.shape.clone(),
-                want: want.to_vec(),
-            });
-        }
-        Ok(&t.data)
+impl TensorSource for StateDict {
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        self.0.get(name).map(|t| TensorMeta {
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+        })
+    }
+
+    fn floats(&self, name: &str) -> Option<Cow<'_, [f32]>> {
+        self.0.get(name).map(|t| Cow::Borrowed(t.data.as_slice()))
+    }
+}
+
+struct Tensors<'a>(Weights<'a>);
+
+impl Tensors<'_> {
+    fn get(&self, name: &str, want: &[usize]) -> Result<Cow<'_, [f32]>, WeightError> {
+        self.0.floats(name, want)
     }
 
     /// Convolution `conv` followed by batch norm `bn`, folded.
@@ -50,11 +57,11 @@ impl Tensors {
         let w = self.get(&format!("{conv}.weight"), &shape)?;
         let p = |field: &str| self.get(&format!("{bn}.{field}"), &out);
         let (w, b) = fold_batch_norm(
-            w,
-            p("weight")?,
-            p("bias")?,
-            p("running_mean")?,
-            p("running_var")?,
+            &w,
+            &p("weight")?,
+            &p("bias")?,
+            &p("running_mean")?,
+            &p("running_var")?,
             BN_EPS,
         );
         Ok(config.with_weights(
@@ -69,9 +76,11 @@ impl Tensors {
 /// `_conv_head`, `_bn1`, `_fc`).
 pub fn load_efficientnet(
     tensors: Vec<TorchTensor>,
+    file: &str,
     device: &Device,
 ) -> Result<EfficientNet, WeightError> {
-    let t = Tensors(tensors.into_iter().map(|t| (t.name.clone(), t)).collect());
+    let dict = StateDict(tensors.into_iter().map(|t| (t.name.clone(), t)).collect());
+    let t = Tensors(Weights::new(&dict, file));
     let config = EfficientNetConfig::new();
     let stem = t.conv_bn("_conv_stem", "_bn0", &config.stem_config(), device)?;
     let blocks = config
