@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use std::borrow::Cow;
 
-use crate::weights::{Dtype, Problem, TensorMeta, TensorSource, WeightError, Weights};
+use crate::weights::{Dtype, TensorMeta, TensorSource, WeightError, Weights};
 
 /// Refuse a `model.json` larger than this before parsing it (real ones are < 1 MB).
 const MAX_JSON: u64 = 64 << 20;
@@ -256,12 +256,8 @@ impl TfjsModel {
     }
 
     pub fn weight(&self, name: &str) -> Result<&Weight, TfjsError> {
-        self.weights.get(name).ok_or_else(|| {
-            TfjsError::Tensor(WeightError {
-                file: self.path.clone(),
-                problem: Problem::Missing(name.to_owned()),
-            })
-        })
+        self.tensors().meta(name)?;
+        Ok(&self.weights[name])
     }
 
     fn tensors(&self) -> Weights<'_> {

@@ -443,6 +443,9 @@ fn crafted_audio_files_are_errors_not_crashes() {
             "rate-4294967291.wav",
             "sample rate 4294967291 Hz is outside 8000..384000 Hz",
         ),
+        // Found by the audio fuzz target (session 15): a FLAC picture block whose mime
+        // type claims 4 GiB; symphonia allocated it and the process aborted.
+        ("flac-picture-4gib.mp3", "FLAC picture block declares"),
     ] {
         let path = bad.join(name);
         let err = match pipeline::media_file::AudioFile::open(&path) {
