@@ -132,7 +132,8 @@ fn flac_pictures_fit(source: &mut dyn MediaSource) -> Result<(), Option<String>>
 /// u32 sizes, data length and data; every length must fit in what is left of the block.
 fn check_picture(block: &[u8]) -> Result<(), String> {
     let mut at = 4usize;
-    for skip_after in [0usize, 16] {
+    // The mime type, the description (then width, height, depth, colours), the data.
+    for skip_after in [0usize, 16, 0] {
         let Some(b) = block.get(at..at + 4) else {
             return Ok(());
         };
