@@ -47,13 +47,19 @@ fn broker_with(port: u16, args: &[&std::ffi::OsStr]) -> Child {
     } else {
         std::path::Path::new("mosquitto")
     };
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto runs (scripts/setup installs it)");
     wait_for_port(port, "mosquitto", Duration::from_secs(10));
+    // Something else listening on the port would pass the wait while mosquitto exits for
+    // want of it.
+    std::thread::sleep(Duration::from_millis(200));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("mosquitto on port {port} exited ({status}): was the port taken?");
+    }
     child
 }
 

@@ -17,6 +17,7 @@
 //! graph, so sources stop producing, and [`graph::Graph::join`] names it.
 
 pub mod audio;
+mod audio_tags;
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod devices;

@@ -2,7 +2,6 @@
 //! OGG/Vorbis, MP3) as 16 kHz mono chunks.
 
 use std::fs::File;
-use std::io::{Read, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,79 +75,6 @@ fn contained<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     })
 }
 
-/// symphonia 0.5's FLAC reader sizes a picture block's buffers from the lengths inside the
-/// block without checking them against the block (a crafted mime type of 4 GiB aborted the
-/// process on allocation, which no `catch_unwind` stops). A FLAC stream's metadata blocks
-/// are walked first and a picture whose parts do not fit in its block is refused; anything
-/// else is left to the decoder. The source is rewound after.
-fn check_flac_pictures(source: &mut dyn MediaSource) -> Result<(), String> {
-    let verdict = flac_pictures_fit(source);
-    source.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    match verdict {
-        Ok(()) | Err(None) => Ok(()),
-        Err(Some(reason)) => Err(reason),
-    }
-}
-
-/// `Err(None)`: not FLAC, or cut short (the decoder says what is wrong).
-fn flac_pictures_fit(source: &mut dyn MediaSource) -> Result<(), Option<String>> {
-    const PICTURE: u8 = 6;
-    // symphonia's probe finds the stream marker past leading junk or tags: so does this.
-    let mut head = Vec::new();
-    (&mut *source)
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .map_err(|_| None)?;
-    let start = head.windows(4).position(|w| w == b"fLaC").ok_or(None)?;
-    source
-        .seek(SeekFrom::Start(start as u64 + 4))
-        .map_err(|_| None)?;
-    // A real file has a handful of metadata blocks; a crafted one is not walked for ever.
-    for _ in 0..1024 {
-        let mut head = [0u8; 4];
-        source.read_exact(&mut head).map_err(|_| None)?;
-        let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
-        if head[0] & 0x7f == PICTURE {
-            // What the file holds of the block (a cut one is checked against that).
-            let mut block = Vec::new();
-            (&mut *source)
-                .take(len as u64)
-                .read_to_end(&mut block)
-                .map_err(|_| None)?;
-            check_picture(&block).map_err(Some)?;
-        } else {
-            source
-                .seek(SeekFrom::Current(len as i64))
-                .map_err(|_| None)?;
-        }
-        if head[0] & 0x80 != 0 {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// A picture block: type, mime length and mime, description length and description, four
-/// u32 sizes, data length and data; every length must fit in what is left of the block.
-fn check_picture(block: &[u8]) -> Result<(), String> {
-    let mut at = 4usize;
-    // The mime type, the description (then width, height, depth, colours), the data.
-    for skip_after in [0usize, 16, 0] {
-        let Some(b) = block.get(at..at + 4) else {
-            return Ok(());
-        };
-        let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if n > block.len() - at - 4 {
-            return Err(format!(
-                "a FLAC picture block declares {n} bytes in a block of {}",
-                block.len()
-            ));
-        }
-        at += 4 + n + skip_after;
-    }
-    Ok(())
-}
-
 fn check_rate(rate: u32) -> Result<(), String> {
     if SAMPLE_RATES.contains(&rate) {
         Ok(())
@@ -194,7 +120,7 @@ impl AudioFile {
             path: path.to_owned(),
             reason,
         };
-        check_flac_pictures(&mut *source).map_err(bad)?;
+        crate::audio_tags::check(&mut *source).map_err(bad)?;
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);

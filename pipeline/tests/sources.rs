@@ -446,6 +446,17 @@ fn crafted_audio_files_are_errors_not_crashes() {
         // Found by the audio fuzz target (session 15): a FLAC picture block whose mime
         // type claims 4 GiB; symphonia allocated it and the process aborted.
         ("flac-picture-4gib.mp3", "FLAC picture block declares"),
+        // Its twins: the picture's data length (CI's 20 s run), a Vorbis comment's length
+        // in a FLAC block and in an Ogg Vorbis comment packet (symphonia's `vec![0; n]`).
+        ("flac-picture-data-4gib.wav", "FLAC picture block declares"),
+        (
+            "flac-comment-4gib.flac",
+            "Vorbis comment declares 4294967280 bytes",
+        ),
+        (
+            "ogg-comment-4gib.ogg",
+            "Vorbis comment declares 4294967280 bytes",
+        ),
     ] {
         let path = bad.join(name);
         let err = match pipeline::media_file::AudioFile::open(&path) {

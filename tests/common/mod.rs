@@ -21,10 +21,21 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    // Tests of one binary run at once and each lets its probe go before its server binds:
+    // the kernel may hand two of them the same port (CI once saw the MQTT test's broker
+    // lose its port to the TLS test's), so a port is handed out once per process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something listens on `port` (a server the test started), or panics.
