@@ -88,20 +88,21 @@ fn flac(source: &mut dyn MediaSource, start: u64) -> Result<(), String> {
         }
         let kind = header[0] & 0x7f;
         let len = u32::from_be_bytes([0, header[1], header[2], header[3]]);
-        if matches!(kind, APPLICATION | VORBIS_COMMENT | PICTURE) {
-            // What the file holds of the block (a cut one is checked against that).
-            let mut block = Vec::new();
+        // Only comments and pictures are read in (what the file holds of them: a cut block
+        // is checked against that); the other blocks need their header alone.
+        let mut body = Vec::new();
+        if matches!(kind, VORBIS_COMMENT | PICTURE) {
             if (&mut *source)
                 .take(u64::from(len))
-                .read_to_end(&mut block)
+                .read_to_end(&mut body)
                 .is_err()
             {
                 return Ok(());
             }
-            flac_block(kind, len, &block)?;
         } else if source.seek(SeekFrom::Current(i64::from(len))).is_err() {
             return Ok(());
         }
+        flac_block(kind, len, &body)?;
         if header[0] & 0x80 != 0 {
             break;
         }
@@ -412,6 +413,12 @@ mod tests {
         assert!(comments(&comment_block(&[kelvin.as_bytes()])).is_err());
         let fine = comment_block(&[b"METADATA_BLOCK_PICTURE=AAAAAwAAAAA="]);
         assert!(comments(&fine).is_ok());
+    }
+
+    #[test]
+    fn an_application_block_too_short_for_its_id_is_refused() {
+        assert!(flac_block(APPLICATION, 3, &[]).is_err());
+        assert!(flac_block(APPLICATION, 4, &[]).is_ok());
     }
 
     #[test]
