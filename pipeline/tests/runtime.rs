@@ -1,27 +1,49 @@
-//! The runtime's promises: bounded latency under `latest`, nothing lost under `block`, and
-//! every thread joined promptly on end of stream, on stop (Ctrl-C) and on a panic.
+//! The runtime's promises: bounded staleness under `latest`, nothing lost under `block`, and
+//! every thread joined on end of stream, on stop (Ctrl-C) and on a panic.
+//!
+//! No assertion here bounds wall-clock time: a loaded CI machine (or a panic printing a
+//! backtrace) makes any such bound flaky. What a broken runtime would do instead is hang,
+//! and [`join_unless_hung`] turns a hang into a failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use pipeline::edge::{EdgeProbe, EdgeStats};
-use pipeline::metrics::LatencyHistogram;
 use pipeline::{EdgeConfig, Envelope, Graph, GraphError, Input, Output, edge};
+
+/// Far longer than any of these graphs needs even on a loaded machine; reaching it means a
+/// stage never ended.
+const HANG: Duration = Duration::from_secs(60);
+
+/// [`Graph::join`], failing the test instead of hanging it when a stage never ends.
+fn join_unless_hung(g: Graph) -> Result<(), GraphError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(g.join());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("the graph did not join within {HANG:?}: a stage hangs"))
+}
 
 /// Time runs 10x faster than real: 20 s of 30 fps input is 2 s of 300 fps.
 const SPEEDUP: u32 = 10;
 
 #[test]
-fn latest_policy_keeps_queue_and_latency_bounded_and_counts_drops() {
+fn latest_policy_keeps_queue_and_staleness_bounded_and_counts_drops() {
     let frame_every = Duration::from_secs(1) / 30 / SPEEDUP;
     let work = Duration::from_millis(100) / SPEEDUP;
     let frames = 20 * 30;
     let (tx, rx, probe): (Output<Envelope<u64>>, Input<Envelope<u64>>, EdgeProbe<_>) =
         edge(EdgeConfig::latest(2));
-    let latencies = Arc::new(Mutex::new(LatencyHistogram::default()));
+    // How many frames the camera has handed to the edge so far, and the most frames the
+    // encoder's frame lagged behind the newest one when it took it.
+    let sent_so_far = Arc::new(AtomicU64::new(0));
+    let worst_lag = Arc::new(AtomicU64::new(0));
     let max_queue = Arc::new(Mutex::new(0usize));
     let mut g = Graph::new();
+    let sent_counter = sent_so_far.clone();
     g.spawn("camera", move |_| {
         let start = Instant::now();
         for seq in 0..frames {
@@ -29,24 +51,26 @@ fn latest_policy_keeps_queue_and_latency_bounded_and_counts_drops() {
             let due = start + frame_every * seq as u32;
             sleep(due.saturating_duration_since(Instant::now()));
             tx.send(Envelope::new(seq, Instant::now(), seq))?;
+            sent_counter.store(seq + 1, Ordering::SeqCst);
         }
         Ok(())
     })
     .unwrap();
-    let (lat, maxq) = (latencies.clone(), max_queue.clone());
+    let (lag, maxq) = (worst_lag.clone(), max_queue.clone());
     g.spawn("slow-encoder", move |_| {
         while let Some(frame) = rx.recv() {
+            let newest = sent_so_far.load(Ordering::SeqCst).saturating_sub(1);
+            lag.fetch_max(newest.saturating_sub(frame.seq), Ordering::SeqCst);
             {
                 let mut m = maxq.lock().unwrap();
                 *m = (*m).max(rx.len());
             }
             sleep(work);
-            lat.lock().unwrap().record(frame.age());
         }
         Ok(())
     })
     .unwrap();
-    g.join().unwrap();
+    join_unless_hung(g).unwrap();
 
     let EdgeStats {
         sent,
@@ -69,15 +93,12 @@ fn latest_policy_keeps_queue_and_latency_bounded_and_counts_drops() {
         *max_queue.lock().unwrap() <= 2,
         "queue never exceeds its capacity"
     );
-    // Unbounded growth would reach about two thirds of the run (1.3 s) by the end; a bounded
-    // queue keeps every frame's wait to a few work items.
-    let p = latencies.lock().unwrap().percentiles();
-    let run = frame_every * frames as u32;
-    assert!(
-        Duration::from_secs_f64(p.max_ms / 1e3) < run / 4,
-        "max latency {:.1} ms over a {run:?} run",
-        p.max_ms
-    );
+    // Latency counted in frames, not milliseconds, so a loaded machine cannot flake it: an
+    // unbounded queue would fall hundreds of frames behind by the end; `latest(2)` keeps the
+    // frame taken within its two queued places of the newest (one more for the instant
+    // between the camera's send and its counter).
+    let lag = worst_lag.load(Ordering::SeqCst);
+    assert!(lag <= 3, "the encoder took a frame {lag} frames old");
 }
 
 #[test]
@@ -107,7 +128,7 @@ fn block_policy_loses_nothing_over_100000_items() {
         Ok(())
     })
     .unwrap();
-    g.join().unwrap();
+    join_unless_hung(g).unwrap();
     let got = got.lock().unwrap();
     assert_eq!(got.len() as u64, N);
     assert!(
@@ -170,16 +191,12 @@ fn end_of_stream_drains_and_joins_every_stage() {
         },
         None,
     );
-    g.join().unwrap();
-    let joined_after = ended.lock().unwrap().unwrap().elapsed();
+    join_unless_hung(g).unwrap();
+    assert!(ended.lock().unwrap().is_some(), "the source ran to its end");
     assert_eq!(
         *count.lock().unwrap(),
         1000,
         "everything in flight is drained"
-    );
-    assert!(
-        joined_after < Duration::from_secs(1),
-        "joined {joined_after:?} after the source ended"
     );
 }
 
@@ -199,10 +216,9 @@ fn stop_like_ctrl_c_ends_an_endless_source_and_joins_everything() {
     let stop = g.stop_handle();
     let count = five_stages(&mut g, endless_source, None);
     sleep(Duration::from_millis(100));
-    let stopped_at = Instant::now();
     stop.stop();
-    g.join().unwrap();
-    assert!(stopped_at.elapsed() < Duration::from_secs(1));
+    // The source never ends by itself: only the stop can make this join.
+    join_unless_hung(g).unwrap();
     assert!(*count.lock().unwrap() > 0);
 }
 
@@ -210,8 +226,8 @@ fn stop_like_ctrl_c_ends_an_endless_source_and_joins_everything() {
 fn a_panicking_stage_stops_the_graph_and_is_named() {
     let mut g = Graph::new();
     five_stages(&mut g, endless_source, Some(10));
-    let started = Instant::now();
-    let err = g.join().unwrap_err();
+    // The source is endless: the graph joins only if the panic stopped it.
+    let err = join_unless_hung(g).unwrap_err();
     assert_eq!(
         err,
         GraphError::Panicked {
@@ -219,7 +235,6 @@ fn a_panicking_stage_stops_the_graph_and_is_named() {
             message: "bad item 10".into()
         }
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
@@ -243,7 +258,7 @@ fn stages_count_their_items_and_busy_time() {
         Ok(())
     })
     .unwrap();
-    g.join().unwrap();
+    join_unless_hung(g).unwrap();
     let stats = monitor.stages();
     assert_eq!(
         (stats[0].stage.as_str(), stats[0].items_out),
@@ -265,7 +280,7 @@ fn a_failing_stage_is_named_with_its_error() {
         Err("fixture.json line 3: expected a number".into())
     })
     .unwrap();
-    let err = g.join().unwrap_err();
+    let err = join_unless_hung(g).unwrap_err();
     assert_eq!(
         err.to_string(),
         "stage 'reader' failed: fixture.json line 3: expected a number"
